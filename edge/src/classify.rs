@@ -1,0 +1,505 @@
+//! Expression classification: crop every face with the manifest's margin, preprocess it with
+//! the manifest's one implementation (`firmware_config`), and classify all faces of a frame in
+//! one tract batch.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use firmware_config::config::ClassifierConfig;
+use firmware_config::flash;
+use firmware_config::manifest::ModelManifest;
+use firmware_config::preprocess::{FaceBox, ImageBuf, ImageView, crop_face};
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use crate::detect::Detector;
+use crate::error::{Error, Result};
+
+/// Faces beyond this many in one frame are classified in further batches.
+pub const MAX_BATCH: usize = 16;
+
+/// The class probabilities of one face.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Classification {
+    /// Probabilities in the manifest's class order.
+    pub probabilities: Vec<f32>,
+    /// Index of the most probable class.
+    pub class_index: usize,
+    /// Its probability.
+    pub confidence: f32,
+}
+
+impl Classification {
+    /// Wraps a probability vector (at least one value).
+    pub fn from_probabilities(probabilities: Vec<f32>) -> Self {
+        let (class_index, confidence) = probabilities
+            .iter()
+            .copied()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, 0.0));
+        Self {
+            probabilities,
+            class_index,
+            confidence,
+        }
+    }
+}
+
+/// Reads a model manifest: `*.json` as JSON, anything else in flash encoding
+/// (`manifest.bin`). The schema version and every field are checked.
+pub fn read_manifest(path: &Path) -> Result<ModelManifest> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let fail = |reason: String| Error::Contract {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let manifest = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_slice::<ModelManifest>(&bytes)
+            .map_err(|e| fail(format!("not a model manifest: {e}")))?
+    } else {
+        flash::decode_manifest(&bytes)
+            .map_err(|e| fail(format!("not a flash-encoded model manifest: {e}")))?
+    };
+    manifest.validate().map_err(|e| {
+        fail(format!(
+            "{e} (re-export the model with this toolkit release)"
+        ))
+    })?;
+    Ok(manifest)
+}
+
+/// A loaded expression classifier with its manifest and effective thresholds.
+pub struct Classifier {
+    model_path: PathBuf,
+    model_bytes: Vec<u8>,
+    manifest: ModelManifest,
+    thresholds: Vec<f32>,
+    output_ix: usize,
+    max_batch: Mutex<usize>,
+    plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("model_path", &self.model_path)
+            .field("classes", &self.manifest.class_names)
+            .field("thresholds", &self.thresholds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Classifier {
+    /// Loads `model_path` as described by `manifest`, with the low-confidence thresholds
+    /// resolved per class: `config`'s override, else the manifest's trained threshold, else
+    /// `config.default_threshold`.
+    pub fn load(
+        model_path: &Path,
+        manifest: ModelManifest,
+        config: &ClassifierConfig,
+    ) -> Result<Self> {
+        manifest.validate().map_err(|e| Error::Contract {
+            path: model_path.to_path_buf(),
+            reason: format!("its manifest is unusable: {e}"),
+        })?;
+        for t in &config.class_thresholds {
+            if manifest.class_index(&t.class).is_none() {
+                return Err(Error::invalid(
+                    "classifier.class_thresholds",
+                    format!(
+                        "class {:?} is not one of the model's {:?}",
+                        t.class, manifest.class_names
+                    ),
+                ));
+            }
+        }
+        let model_bytes =
+            std::fs::read(model_path).map_err(|e| Error::io("reading", model_path, e))?;
+        let thresholds = manifest
+            .class_names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| config.threshold_for(name, manifest.trained_threshold(i)))
+            .collect();
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &model_bytes[..])
+            .map_err(|e| Error::model(model_path, e))?;
+        let label = |o: &OutletId| {
+            model
+                .outlet_label(*o)
+                .unwrap_or(&model.node(o.node).name)
+                .to_string()
+        };
+        let inputs: Vec<String> = model
+            .input_outlets()
+            .map_err(|e| Error::model(model_path, e))?
+            .iter()
+            .map(label)
+            .collect();
+        if inputs.len() != 1 || inputs[0] != manifest.input_name {
+            return Err(Error::model(
+                model_path,
+                format!(
+                    "model inputs {inputs:?}, but the manifest names one input {:?}: wrong model or manifest",
+                    manifest.input_name
+                ),
+            ));
+        }
+        let outputs: Vec<String> = model
+            .output_outlets()
+            .map_err(|e| Error::model(model_path, e))?
+            .iter()
+            .map(label)
+            .collect();
+        let output_ix = outputs
+            .iter()
+            .position(|o| *o == manifest.output_name)
+            .ok_or_else(|| {
+                Error::model(
+                    model_path,
+                    format!(
+                        "no output {:?} (the manifest's output_name) among {outputs:?}",
+                        manifest.output_name
+                    ),
+                )
+            })?;
+        let classifier = Self {
+            model_path: model_path.to_path_buf(),
+            model_bytes,
+            manifest,
+            thresholds,
+            output_ix,
+            max_batch: Mutex::new(MAX_BATCH),
+            plans: Mutex::new(HashMap::new()),
+        };
+        // Compile and run the one-face plan now, so a model that does not fit its manifest
+        // fails at start-up rather than on the first face.
+        let len = classifier.manifest.preprocessing.input_len();
+        classifier.run_raw(&vec![0.0; len], 1)?;
+        Ok(classifier)
+    }
+
+    /// Loads the manifest file `manifest_path` and the model named in it, beside it.
+    pub fn from_manifest_file(manifest_path: &Path, config: &ClassifierConfig) -> Result<Self> {
+        let manifest = read_manifest(manifest_path)?;
+        let dir = manifest_path.parent().unwrap_or(Path::new("."));
+        Self::load(&dir.join(&manifest.model_file), manifest, config)
+    }
+
+    /// The manifest the model was loaded with.
+    pub fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
+
+    /// The model file.
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    /// The effective low-confidence threshold of every class, in class order.
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
+    }
+
+    /// `true` when the top probability is below its class's threshold: the face is logged.
+    pub fn is_low_confidence(&self, c: &Classification) -> bool {
+        c.confidence < self.thresholds[c.class_index]
+    }
+
+    fn plan(&self, batch: usize) -> Result<Arc<TypedRunnableModel>> {
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(plan) = plans.get(&batch) {
+            return Ok(plan.clone());
+        }
+        let shape = self.manifest.preprocessing.input_shape(batch);
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut &self.model_bytes[..])
+            .and_then(|mut m| {
+                m.set_input_fact(0, f32::fact(shape).into())?;
+                m.into_optimized()?.into_runnable()
+            })
+            .map_err(|e| {
+                Error::model(
+                    &self.model_path,
+                    format!(
+                        "cannot run it on input {shape:?} (the manifest's preprocessing): {e:#}"
+                    ),
+                )
+            })?;
+        plans.insert(batch, plan.clone());
+        Ok(plan)
+    }
+
+    /// Runs the model on `batch` samples already preprocessed into `input` (batch-major) and
+    /// returns the `output_name` values, `batch * classes` of them.
+    pub fn run_raw(&self, input: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let shape = self.manifest.preprocessing.input_shape(batch);
+        let tensor = Tensor::from_shape(&shape, input)
+            .map_err(|e| Error::invalid("model input", format!("{e:#}")))?;
+        let plan = self.plan(batch)?;
+        let outputs = plan
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(|e| Error::model(&self.model_path, e))?;
+        let values = outputs[self.output_ix]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(|e| Error::model(&self.model_path, e))?;
+        let classes = self.manifest.class_names.len();
+        if values.len() != batch * classes {
+            return Err(Error::model(
+                &self.model_path,
+                format!(
+                    "output {:?} has {} values for {batch} face(s), expected {classes} per face (one per class in the manifest)",
+                    self.manifest.output_name,
+                    values.len()
+                ),
+            ));
+        }
+        Ok(values.to_vec())
+    }
+
+    /// Classifies face crops (any size and pixel format): all in one batch, up to
+    /// [`MAX_BATCH`] at a time.
+    pub fn classify_crops(&self, crops: &[ImageView<'_>]) -> Result<Vec<Classification>> {
+        let pre = &self.manifest.preprocessing;
+        let len = pre.input_len();
+        let classes = self.manifest.class_names.len();
+        let mut out = Vec::with_capacity(crops.len());
+        let mut start = 0;
+        while start < crops.len() {
+            let max_batch = *self.max_batch.lock().unwrap_or_else(|p| p.into_inner());
+            let chunk = &crops[start..(start + max_batch).min(crops.len())];
+            let mut input = vec![0f32; len * chunk.len()];
+            for (crop, slot) in chunk.iter().zip(input.chunks_exact_mut(len)) {
+                pre.apply_into(crop, slot)
+                    .map_err(|e| Error::invalid("face crop", e.to_string()))?;
+            }
+            let values = match self.run_raw(&input, chunk.len()) {
+                Ok(v) => v,
+                // A model exported with a fixed batch of one: classify one face at a time.
+                Err(_) if chunk.len() > 1 => {
+                    *self.max_batch.lock().unwrap_or_else(|p| p.into_inner()) = 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            out.extend(
+                values
+                    .chunks_exact(classes)
+                    .map(|p| Classification::from_probabilities(p.to_vec())),
+            );
+            start += chunk.len();
+        }
+        Ok(out)
+    }
+
+    /// Crops every face of `frame` (square, with the manifest's margin) and classifies them
+    /// in one batch. Returns the crops (for the field log) and their classifications.
+    pub fn classify_faces(
+        &self,
+        frame: &ImageView<'_>,
+        faces: &[FaceBox],
+    ) -> Result<(Vec<ImageBuf>, Vec<Classification>)> {
+        let margin = self.manifest.preprocessing.crop_margin;
+        let crops = faces
+            .iter()
+            .map(|f| {
+                crop_face(frame, f, margin).map_err(|e| Error::invalid("face box", e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let views: Vec<ImageView<'_>> = crops.iter().map(ImageBuf::view).collect();
+        let classes = self.classify_crops(&views)?;
+        Ok((crops, classes))
+    }
+
+    /// Runs the manifest's self-test: the stored input file (little-endian f32 in the input
+    /// layout) must give the stored output within the tolerance. Returns a one-line summary.
+    pub fn self_test(&self, dir: &Path) -> Result<String> {
+        let test = &self.manifest.self_test;
+        let path = dir.join(&test.input_file);
+        let fail = |reason: String| Error::Bundle {
+            path: path.clone(),
+            reason,
+        };
+        if test.input_file.is_empty() {
+            return Err(fail("the manifest has no self-test input".into()));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let len = self.manifest.preprocessing.input_len();
+        if bytes.len() % (4 * len) != 0 || bytes.is_empty() {
+            return Err(fail(format!(
+                "{} bytes is not a whole number of {len}-value f32 inputs",
+                bytes.len()
+            )));
+        }
+        let input: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let output = self.run_raw(&input, input.len() / len)?;
+        if output.len() != test.expected_output.len() {
+            return Err(fail(format!(
+                "the model gave {} values, the manifest expects {}",
+                output.len(),
+                test.expected_output.len()
+            )));
+        }
+        let worst = output
+            .iter()
+            .zip(&test.expected_output)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, |m, d| {
+                if m.is_nan() || d.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(d)
+                }
+            });
+        if worst.is_nan() || worst > test.tolerance {
+            return Err(fail(format!(
+                "self-test output differs by {worst:e}, more than the tolerance {:e}: the model computes something else than at export",
+                test.tolerance
+            )));
+        }
+        Ok(format!(
+            "self-test passed: max difference {worst:.2e} <= {:.2e}",
+            test.tolerance
+        ))
+    }
+}
+
+/// Accuracy on one class of an image folder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassReport {
+    /// Class (folder) name.
+    pub class: String,
+    /// Images of the class.
+    pub images: u64,
+    /// Of them, classified as the class.
+    pub correct: u64,
+    /// `correct / images`.
+    pub accuracy: f64,
+}
+
+/// What [`Classifier::evaluate_folder`] measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FolderReport {
+    /// Images classified.
+    pub images: u64,
+    /// Of them, correct.
+    pub correct: u64,
+    /// Overall accuracy.
+    pub accuracy: f64,
+    /// Mean of the per-class accuracies (robust to class imbalance).
+    pub balanced_accuracy: f64,
+    /// Images in which the detector found no face (counted as wrong).
+    pub no_face: u64,
+    /// Per class, in the manifest's class order (classes without a folder are left out).
+    pub per_class: Vec<ClassReport>,
+    /// `confusion[true][predicted]`, manifest class order.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// The images of an ImageFolder (`root/<class>/*.{png,jpg,jpeg}`), each class's files sorted
+/// by name; classes are the sub-folder names, sorted.
+pub fn image_folder(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let read = |dir: &Path| -> Result<Vec<PathBuf>> {
+        let mut entries = std::fs::read_dir(dir)
+            .map_err(|e| Error::io("listing", dir, e))?
+            .map(|e| {
+                e.map(|e| e.path())
+                    .map_err(|e| Error::io("listing", dir, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        entries.sort();
+        Ok(entries)
+    };
+    let mut classes = Vec::new();
+    for dir in read(root)?.into_iter().filter(|p| p.is_dir()) {
+        let images: Vec<PathBuf> = read(&dir)?
+            .into_iter()
+            .filter(|p| {
+                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
+                })
+            })
+            .collect();
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        classes.push((name, images));
+    }
+    if classes.iter().all(|(_, images)| images.is_empty()) {
+        return Err(Error::invalid(
+            format!("image folder {}", root.display()),
+            "no <class>/<image>.png|jpg found: expected one sub-folder per class",
+        ));
+    }
+    Ok(classes)
+}
+
+impl Classifier {
+    /// Classifies every image of an ImageFolder whose class folders are named like the
+    /// manifest's classes: detect (the best face), crop, preprocess, classify, just as on the
+    /// board. `per_class` caps the images taken from each class (the first ones by name).
+    pub fn evaluate_folder(
+        &self,
+        detector: &Detector,
+        root: &Path,
+        per_class: Option<usize>,
+    ) -> Result<FolderReport> {
+        let names = &self.manifest.class_names;
+        let n = names.len();
+        let mut confusion = vec![vec![0u64; n]; n];
+        let mut counts = vec![0u64; n];
+        let mut no_face = 0;
+        for (class, images) in image_folder(root)? {
+            let truth = self.manifest.class_index(&class).ok_or_else(|| {
+                Error::invalid(
+                    format!("class folder {}", root.join(&class).display()),
+                    format!("{class:?} is not one of the model's classes {names:?}"),
+                )
+            })?;
+            for path in images.iter().take(per_class.unwrap_or(usize::MAX)) {
+                let image = crate::load_image(path)?;
+                let view = image.view();
+                counts[truth] += 1;
+                let Some(best) = detector.detect(&view)?.into_iter().next() else {
+                    no_face += 1;
+                    continue;
+                };
+                let (_, result) = self.classify_faces(&view, &[best.face])?;
+                confusion[truth][result[0].class_index] += 1;
+            }
+        }
+        let per_class: Vec<ClassReport> = (0..n)
+            .filter(|&c| counts[c] > 0)
+            .map(|c| ClassReport {
+                class: names[c].clone(),
+                images: counts[c],
+                correct: confusion[c][c],
+                accuracy: confusion[c][c] as f64 / counts[c] as f64,
+            })
+            .collect();
+        let images: u64 = counts.iter().sum();
+        let correct: u64 = (0..n).map(|c| confusion[c][c]).sum();
+        Ok(FolderReport {
+            images,
+            correct,
+            accuracy: if images > 0 {
+                correct as f64 / images as f64
+            } else {
+                0.0
+            },
+            balanced_accuracy: per_class.iter().map(|c| c.accuracy).sum::<f64>()
+                / per_class.len().max(1) as f64,
+            no_face,
+            per_class,
+            confusion,
+        })
+    }
+}

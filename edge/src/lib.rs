@@ -1,0 +1,76 @@
+//! On-board face and expression inference.
+//!
+//! The pipeline of `fer-edge run`: a frame source, face detection ([`detect`]: UltraFace in
+//! tract, an OpenCV cascade, or the whole frame), expression classification of every face in
+//! one batch ([`classify`], preprocessing taken from the model manifest through
+//! `firmware_config`), per-face tracks with smoothed probabilities ([`track`]), overlays, and
+//! the crash-safe field log of low-confidence faces ([`fieldlog`]); [`pipeline`] ties them
+//! together and measures every stage, [`bench`] measures them alone.
+
+pub mod bench;
+pub mod bundle;
+pub mod capture;
+pub mod classify;
+pub mod detect;
+pub mod error;
+pub mod fieldlog;
+pub mod overlay;
+pub mod pipeline;
+pub mod track;
+
+pub use error::{Error, Result};
+
+use std::path::Path;
+
+use firmware_config::config::DeviceConfig;
+use firmware_config::preprocess::{ImageBuf, PixelFormat};
+
+/// Decodes a PNG or JPEG file: grayscale files stay one channel, everything else becomes RGB.
+pub fn load_image(path: &Path) -> Result<ImageBuf> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let decoded = image::load_from_memory(&bytes).map_err(|source| Error::Image {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (format, width, height, pixels) = match decoded {
+        image::DynamicImage::ImageLuma8(g) => {
+            (PixelFormat::Gray8, g.width(), g.height(), g.into_raw())
+        }
+        other => {
+            let rgb = other.into_rgb8();
+            (PixelFormat::Rgb8, rgb.width(), rgb.height(), rgb.into_raw())
+        }
+    };
+    ImageBuf::new(width, height, format, pixels)
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
+}
+
+/// Reads a device config: `*.toml` as TOML, anything else in flash encoding (`config.bin`).
+/// Every field is checked.
+pub fn read_config(path: &Path) -> Result<DeviceConfig> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let fail = |reason: String| Error::Contract {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let config = if path.extension().is_some_and(|e| e == "toml") {
+        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
+        toml::from_str::<DeviceConfig>(&text)
+            .map_err(|e| fail(format!("not a device config: {e}")))?
+    } else {
+        firmware_config::flash::decode_config(&bytes)
+            .map_err(|e| fail(format!("not a flash-encoded device config: {e}")))?
+    };
+    config.validate().map_err(|e| fail(e.to_string()))?;
+    Ok(config)
+}
+
+/// Sets how many threads tract's matrix products use (1 = the calling thread only).
+pub fn set_threads(threads: usize) {
+    use tract_linalg::multithread::{Executor, set_default_executor};
+    set_default_executor(if threads <= 1 {
+        Executor::SingleThread
+    } else {
+        Executor::multithread(threads)
+    });
+}

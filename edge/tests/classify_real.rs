@@ -1,0 +1,172 @@
+//! The published mini-Xception FER2013 model (../shared/models/peer) through the board's own
+//! classify path, on the real FER2013 validation split.
+
+use std::path::Path;
+
+use edge::classify::{Classifier, read_manifest};
+use edge::detect::Detector;
+use firmware_config::config::ClassifierConfig;
+use firmware_config::manifest::{
+    ColorChannels, ModelManifest, Normalization, ResizeFilter, TensorLayout,
+};
+
+/// The peer model as DATA.md describes it: NHWC gray 64x64, x/127.5 - 1, Keras class order.
+// The contract's structs are non-exhaustive: no struct literals outside their crate.
+#[allow(clippy::field_reassign_with_default)]
+fn peer_manifest() -> ModelManifest {
+    let mut m = ModelManifest::default();
+    m.model_file = "fer_mini_xception_nhwc.onnx".into();
+    m.input_name = "input".into();
+    m.output_name = "predictions".into();
+    m.logits_name = None;
+    let p = &mut m.preprocessing;
+    p.input_width = 64;
+    p.input_height = 64;
+    p.channels = ColorChannels::Gray;
+    p.layout = TensorLayout::Nhwc;
+    p.crop_margin = 0.0;
+    p.resize = ResizeFilter::Bilinear;
+    p.normalization = Normalization::new(1.0 / 127.5, vec![1.0], vec![1.0]);
+    m.class_names = [
+        "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+    ]
+    .map(String::from)
+    .to_vec();
+    m
+}
+
+fn peer() -> Option<Classifier> {
+    let model = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx")?;
+    Some(
+        Classifier::load(&model, peer_manifest(), &ClassifierConfig::default())
+            .expect("the peer model loads"),
+    )
+}
+
+#[test]
+fn peer_model_reaches_its_published_accuracy_on_fer2013_val() {
+    let Some(classifier) = peer() else { return };
+    let Some(val) = testdata::shared_path("data/fer2013/val") else {
+        return;
+    };
+    // All 3,589 validation images; each image is the whole face (no detector).
+    let report = classifier
+        .evaluate_folder(&Detector::WholeFrame, &val, None)
+        .expect("evaluation runs");
+    eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert_eq!(report.images, 3589);
+    assert!(
+        (0.60..=0.70).contains(&report.accuracy),
+        "accuracy {:.4} is outside the peer's published range (about 65%)",
+        report.accuracy
+    );
+    let happy = report
+        .per_class
+        .iter()
+        .find(|c| c.class == "happy")
+        .unwrap();
+    assert!(
+        happy.accuracy > 0.8,
+        "happy is the easiest FER class: {happy:?}"
+    );
+}
+
+#[test]
+fn faces_of_one_frame_are_classified_in_one_batch_like_one_by_one() {
+    let Some(classifier) = peer() else { return };
+    let Some(val) = testdata::shared_path("data/fer2013/val") else {
+        return;
+    };
+    let classes = edge::classify::image_folder(&val).unwrap();
+    let images: Vec<_> = classes
+        .iter()
+        .map(|(_, files)| edge::load_image(&files[0]).unwrap())
+        .collect();
+    let views: Vec<_> = images.iter().map(|i| i.view()).collect();
+    let batched = classifier.classify_crops(&views).unwrap();
+    for (view, together) in views.iter().zip(&batched) {
+        let alone = &classifier
+            .classify_crops(std::slice::from_ref(view))
+            .unwrap()[0];
+        assert_eq!(alone.class_index, together.class_index);
+        for (a, b) in alone.probabilities.iter().zip(&together.probabilities) {
+            assert!((a - b).abs() < 1e-4, "{alone:?} vs {together:?}");
+        }
+    }
+}
+
+#[test]
+fn thresholds_come_from_config_then_manifest_then_default() {
+    let Some(model) = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx") else {
+        return;
+    };
+    let mut manifest = peer_manifest();
+    manifest.class_thresholds = vec![0.5, 0.4, 0.5, 0.9, 0.5, 0.5, 0.5];
+    let mut config = ClassifierConfig::default();
+    config.default_threshold = 0.33;
+    config
+        .class_thresholds
+        .push(firmware_config::config::ClassThreshold::new("happy", 0.7));
+    let c = Classifier::load(&model, manifest.clone(), &config).unwrap();
+    assert_eq!(c.thresholds()[3], 0.7, "config override");
+    assert_eq!(c.thresholds()[1], 0.4, "trained threshold");
+    manifest.class_thresholds.clear();
+    let c = Classifier::load(&model, manifest, &config).unwrap();
+    assert_eq!(c.thresholds()[1], 0.33, "config default");
+    config
+        .class_thresholds
+        .push(firmware_config::config::ClassThreshold::new(
+            "contempt", 0.5,
+        ));
+    let err = Classifier::load(&model, peer_manifest(), &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("contempt"), "{err}");
+}
+
+#[test]
+fn wrong_manifest_version_and_mismatched_model_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = peer_manifest();
+    manifest.schema_version = 99;
+    let path = dir.path().join("manifest.json");
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let err = read_manifest(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("manifest.json") && err.contains("schema version 99"),
+        "{err}"
+    );
+
+    std::fs::write(&path, b"{ not json").unwrap();
+    let err = read_manifest(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("manifest.json") && err.contains("not a model manifest"),
+        "{err}"
+    );
+
+    let err = read_manifest(Path::new("/no/such/manifest.bin"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/no/such/manifest.bin"), "{err}");
+
+    let Some(model) = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx") else {
+        return;
+    };
+    let mut wrong_output = peer_manifest();
+    wrong_output.output_name = "probs".into();
+    let err = Classifier::load(&model, wrong_output, &ClassifierConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fer_mini_xception_nhwc.onnx") && err.contains("\"probs\""),
+        "{err}"
+    );
+    let mut wrong_channels = peer_manifest();
+    wrong_channels.preprocessing.channels = ColorChannels::Rgb;
+    wrong_channels.preprocessing.normalization =
+        Normalization::new(1.0 / 127.5, vec![1.0; 3], vec![1.0; 3]);
+    let err = Classifier::load(&model, wrong_channels, &ClassifierConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("21 values for 1 face"), "{err}");
+}

@@ -1,0 +1,244 @@
+//! The field-log segment file: how boards store [`FieldRecord`]s and workstations read them.
+//!
+//! ```text
+//! "FERL" | schema version (u16 LE) | header frame | record frame | ... | seal frame
+//! frame = COBS(postcard(value) ++ CRC32 LE) ++ 0x00
+//! ```
+//!
+//! A frame never contains a zero byte before its end, so after damage a reader skips to the
+//! next zero and carries on: [`read_segment`] returns every intact record and reports where it
+//! skipped and why. The seal frame, written when the board closes a segment, carries the record
+//! count: a segment without it was cut short (or is still being written).
+//!
+//! ```
+//! use firmware_config::segment::{self, SegmentHeader};
+//!
+//! let header = SegmentHeader { device_id: "board-7".into(), created_ms: 1, sequence: 0 };
+//! let mut file = segment::encode_header(&header)?;
+//! file.extend(segment::encode_seal(0));
+//! let scan = segment::read_segment(&file)?;
+//! assert!(scan.sealed && scan.records.is_empty() && scan.skipped.is_empty());
+//! # Ok::<(), firmware_config::Error>(())
+//! ```
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::framing::{check_crc, cobs_decode, cobs_frame, with_crc};
+use crate::record::FieldRecord;
+use crate::{Error, SCHEMA_VERSION};
+
+/// The first bytes of every segment file.
+pub const MAGIC: [u8; 4] = *b"FERL";
+/// Bytes before the header frame: magic and schema version.
+pub const PREFIX_LEN: usize = 6;
+
+/// Who wrote a segment, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentHeader {
+    /// The board's device id.
+    pub device_id: String,
+    /// Milliseconds since the Unix epoch when the segment was opened.
+    pub created_ms: u64,
+    /// Position of the segment in the board's log (0, 1, 2, ...).
+    pub sequence: u64,
+}
+
+#[derive(Serialize)]
+enum EntryRef<'a> {
+    Record(&'a FieldRecord),
+    Seal { records: u64 },
+}
+
+/// The same variants, in the same order, as [`EntryRef`].
+#[derive(Deserialize)]
+enum Entry {
+    Record(FieldRecord),
+    Seal { records: u64 },
+}
+
+/// The magic, schema version and header frame that open a segment file.
+pub fn encode_header(header: &SegmentHeader) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+    out.extend(frame(header, "segment header")?);
+    Ok(out)
+}
+
+/// One record as a self-delimiting frame, to append to a segment.
+pub fn encode_record(record: &FieldRecord) -> Result<Vec<u8>, Error> {
+    record.crop.validate()?;
+    if let Some(frame) = &record.frame {
+        frame.validate()?;
+    }
+    frame(&EntryRef::Record(record), "field record")
+}
+
+/// The frame that closes a segment holding `records` records.
+pub fn encode_seal(records: u64) -> Vec<u8> {
+    // A two-field enum of integers always serialises.
+    frame(&EntryRef::Seal { records }, "segment seal").unwrap_or_default()
+}
+
+fn frame<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, Error> {
+    let payload = postcard::to_allocvec(value).map_err(|e| Error::malformed(what, e))?;
+    Ok(cobs_frame(&with_crc(payload)))
+}
+
+/// A stretch of a segment that did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// Byte offset of the stretch in the file.
+    pub offset: usize,
+    /// Its length in bytes.
+    pub length: usize,
+    /// Why it was skipped.
+    pub reason: Error,
+}
+
+/// What [`read_segment`] found in a segment.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SegmentScan {
+    /// The header, unless its frame was damaged.
+    pub header: Option<SegmentHeader>,
+    /// Every intact record, in file order.
+    pub records: Vec<FieldRecord>,
+    /// Every damaged stretch, in file order.
+    pub skipped: Vec<Skipped>,
+    /// `true` when a seal frame with the matching record count ends the segment.
+    pub sealed: bool,
+    /// Length of the file up to the end of the last intact frame: a writer reopening a segment
+    /// cuts a torn tail here.
+    pub valid_len: usize,
+}
+
+impl SegmentScan {
+    /// `true` when the segment is sealed and nothing was skipped.
+    pub fn is_intact(&self) -> bool {
+        self.sealed && self.skipped.is_empty() && self.header.is_some()
+    }
+}
+
+/// Reads a segment file, recovering every intact record.
+///
+/// Fails only where the file cannot be read at all: fewer than [`PREFIX_LEN`] bytes, another
+/// magic, or another schema version. Everything else is reported in [`SegmentScan::skipped`].
+pub fn read_segment(bytes: &[u8]) -> Result<SegmentScan, Error> {
+    if bytes.len() < PREFIX_LEN {
+        return Err(Error::Truncated {
+            needed: PREFIX_LEN,
+            available: bytes.len(),
+        });
+    }
+    let found = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    if found != MAGIC {
+        return Err(Error::BadMagic {
+            expected: MAGIC,
+            found,
+        });
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != SCHEMA_VERSION {
+        return Err(Error::UnsupportedSchemaVersion {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let mut scan = SegmentScan {
+        header: None,
+        records: Vec::new(),
+        skipped: Vec::new(),
+        sealed: false,
+        valid_len: PREFIX_LEN,
+    };
+    let mut at = PREFIX_LEN;
+    let mut first = true;
+    while at < bytes.len() {
+        let Some(len) = bytes[at..].iter().position(|&b| b == 0) else {
+            scan.skipped.push(Skipped {
+                offset: at,
+                length: bytes.len() - at,
+                reason: Error::Truncated {
+                    needed: bytes.len() - at + 1,
+                    available: bytes.len() - at,
+                },
+            });
+            break;
+        };
+        let end = at + len + 1;
+        let outcome = if first {
+            decode_frame::<SegmentHeader>(&bytes[at..at + len], "segment header").map(|h| {
+                scan.header = Some(h);
+            })
+        } else {
+            decode_frame::<Entry>(&bytes[at..at + len], "segment entry")
+                .and_then(|entry| accept(&mut scan, entry))
+        };
+        match outcome {
+            Ok(()) => scan.valid_len = end,
+            Err(reason) => scan.skipped.push(Skipped {
+                offset: at,
+                length: end - at,
+                reason,
+            }),
+        }
+        first = false;
+        at = end;
+    }
+    Ok(scan)
+}
+
+fn accept(scan: &mut SegmentScan, entry: Entry) -> Result<(), Error> {
+    if scan.sealed {
+        return Err(Error::invalid("segment", "data after the seal"));
+    }
+    match entry {
+        Entry::Record(record) => {
+            record.crop.validate()?;
+            if let Some(frame) = &record.frame {
+                frame.validate()?;
+            }
+            scan.records.push(record);
+        }
+        Entry::Seal { records } => {
+            if records != scan.records.len() as u64 {
+                return Err(Error::invalid(
+                    "segment seal",
+                    alloc::format!(
+                        "seals {records} records but {} were read intact",
+                        scan.records.len()
+                    ),
+                ));
+            }
+            scan.sealed = true;
+        }
+    }
+    Ok(())
+}
+
+fn decode_frame<T: for<'de> Deserialize<'de>>(body: &[u8], what: &'static str) -> Result<T, Error> {
+    if body.is_empty() {
+        return Err(Error::Truncated {
+            needed: 1,
+            available: 0,
+        });
+    }
+    let decoded = cobs_decode(body).ok_or_else(|| Error::Malformed {
+        what,
+        detail: "invalid COBS framing".into(),
+    })?;
+    let payload = check_crc(&decoded)?;
+    let (value, rest) =
+        postcard::take_from_bytes(payload).map_err(|e| Error::malformed(what, e))?;
+    if !rest.is_empty() {
+        return Err(Error::Malformed {
+            what,
+            detail: alloc::format!("{} trailing bytes", rest.len()),
+        });
+    }
+    Ok(value)
+}

@@ -1,0 +1,563 @@
+//! Boards as the workstation reaches them: a local folder (`dir:/path`, the library is called
+//! directly) or a real board over OpenSSH (`ssh://[user@]host[:port]/path`), where the board
+//! side runs `fer-edge bundle ...` and files move with `scp`.
+//!
+//! The system `ssh` and `scp` are used so that `~/.ssh/config`, agents and `known_hosts`
+//! apply. Host keys are always checked: `--ssh-option` only passes options through.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use edge::bundle::{self, Activation, BoardRoot, StatusReport};
+use firmware_config::PublicKey;
+
+use crate::error::{Error, Result};
+
+/// A board address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Board {
+    /// A board root on this machine (tests, the demo, a board mounted locally).
+    Dir(PathBuf),
+    /// A board root on a host reached with the system OpenSSH client.
+    Ssh(SshBoard),
+}
+
+/// A board root on an ssh host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshBoard {
+    /// `user@` part, if given (else ssh's config decides).
+    pub user: Option<String>,
+    /// Host name or address.
+    pub host: String,
+    /// Port, if not ssh's default.
+    pub port: Option<u16>,
+    /// The board root on the host (absolute).
+    pub root: String,
+    /// `-o` options passed to every `ssh` and `scp` call (`Key=Value`).
+    pub options: Vec<String>,
+    /// The `fer-edge` program on the board (a name on its PATH or an absolute path).
+    pub agent: String,
+}
+
+/// The exit code of `fer-edge` when it refuses a bundle.
+pub const FER_EDGE_REFUSED: i32 = 5;
+
+/// Quotes one word for a POSIX shell (the remote login shell sees ssh's command as text).
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:@+,".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn command_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| shell_quote(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Quotes a path for an sftp batch file.
+fn sftp_quote(path: &str) -> String {
+    format!("\"{}\"", path.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Runs `cmd`, returning its stdout, or an [`Error::Command`] with its stderr.
+fn run(mut cmd: Command) -> Result<String> {
+    run_with_input(&mut cmd, "")
+}
+
+/// [`run`] with `input` on the command's stdin.
+fn run_with_input(cmd: &mut Command, input: &str) -> Result<String> {
+    let line = command_line(cmd);
+    let not_started = |e: std::io::Error| Error::Command {
+        command: line.clone(),
+        status: "not started".into(),
+        code: None,
+        stderr: format!("{e} (is OpenSSH's client installed? Debian: openssh-client)"),
+    };
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(not_started)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).map_err(not_started)?;
+    }
+    let output: Output = child.wait_with_output().map_err(not_started)?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(Error::Command {
+            command: line,
+            status: output.status.to_string(),
+            code: output.status.code(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+impl Board {
+    /// Parses `dir:/path` or `ssh://[user@]host[:port]/path`. `options` are ssh `-o` options
+    /// (`Key=Value`); `agent` is the `fer-edge` program on an ssh board.
+    pub fn parse(address: &str, options: &[String], agent: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::BoardAddress {
+            address: address.to_string(),
+            reason: format!(
+                "{reason}; use dir:/path/to/board or ssh://user@host[:port]/path/to/board"
+            ),
+        };
+        if let Some(path) = address.strip_prefix("dir:") {
+            if path.is_empty() {
+                return Err(bad("no folder after dir:"));
+            }
+            return Ok(Self::Dir(PathBuf::from(path)));
+        }
+        let rest = address
+            .strip_prefix("ssh://")
+            .ok_or_else(|| bad("unknown scheme"))?;
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("no board root path after the host"))?;
+        if path.is_empty() {
+            return Err(bad("no board root path after the host"));
+        }
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((user, hostport)) => (Some(user.to_string()), hostport),
+            None => (None, authority),
+        };
+        let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+            let (host, after) = inner
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in an IPv6 host"))?;
+            (host.to_string(), after.strip_prefix(':'))
+        } else {
+            match hostport.split_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        // scp without SFTP (older clients) hands paths to the remote shell: keep them plain.
+        if !path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        {
+            return Err(bad(
+                "the board root may only hold letters, digits, '/', '.', '_' and '-'",
+            ));
+        }
+        if host.is_empty() || host.starts_with('-') {
+            return Err(bad("no host name"));
+        }
+        let port = port
+            .map(|p| {
+                p.parse::<u16>()
+                    .map_err(|_| bad(&format!("port {p:?} is not a number")))
+            })
+            .transpose()?;
+        for option in options {
+            if !option.contains('=') || option.starts_with('-') {
+                return Err(Error::invalid(
+                    "--ssh-option",
+                    format!("{option:?}: give Key=Value, as ssh's -o takes it"),
+                ));
+            }
+        }
+        Ok(Self::Ssh(SshBoard {
+            user,
+            host,
+            port,
+            root: format!("/{path}"),
+            options: options.to_vec(),
+            agent: agent.to_string(),
+        }))
+    }
+
+    /// The address, as a user would type it.
+    pub fn address(&self) -> String {
+        match self {
+            Self::Dir(path) => format!("dir:{}", path.display()),
+            Self::Ssh(s) => {
+                let user = s.user.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+                let port = s.port.map(|p| format!(":{p}")).unwrap_or_default();
+                format!("ssh://{user}{}{port}{}", s.host, s.root)
+            }
+        }
+    }
+
+    /// Creates the board root (if needed) trusting `key`; refused if it trusts another key.
+    pub fn init_trust(&self, key: &PublicKey) -> Result<StatusReport> {
+        match self {
+            Self::Dir(root) => {
+                BoardRoot::init(root, key)?;
+                self.status()
+            }
+            Self::Ssh(s) => s.agent_json(&["init", "--root", &s.root, "--trust", &key.to_hex()]),
+        }
+    }
+
+    /// The board's slots, active bundle and field-log folder.
+    pub fn status(&self) -> Result<StatusReport> {
+        match self {
+            Self::Dir(root) => {
+                let board = BoardRoot::open(root)?;
+                let status = board.status()?;
+                let field_log_dir = status
+                    .active
+                    .as_ref()
+                    .and_then(|_| board.field_log_dir().ok());
+                Ok(StatusReport {
+                    board: status,
+                    field_log_dir,
+                })
+            }
+            Self::Ssh(s) => s.agent_json(&["status", "--root", &s.root]),
+        }
+    }
+
+    /// Uploads a bundle into the board's staging folder, has the board verify every hash and
+    /// the signature, run the self-test and switch its active slot. The previous bundle stays
+    /// in the other slot. `step` is told what is happening.
+    pub fn flash(&self, bundle_dir: &Path, step: &mut dyn FnMut(&str)) -> Result<Activation> {
+        let name = bundle_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bundle".into());
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let staged_name = format!(
+            "upload-{}-{stamp}",
+            name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        match self {
+            Self::Dir(root) => {
+                let board = BoardRoot::open(root)?;
+                step("copying to the staging folder");
+                let staged = board.staging_dir().join(staged_name);
+                copy_dir(bundle_dir, &staged)?;
+                step("verifying, self-testing and activating on the board");
+                board
+                    .activate(&staged, bundle::model_self_test)
+                    .map_err(refused)
+            }
+            Self::Ssh(s) => {
+                let staged = format!("{}/staging/{staged_name}", s.root);
+                step("uploading with scp");
+                let mut scp = s.scp();
+                scp.arg("-r").arg(bundle_dir).arg(s.remote(&staged));
+                if let Err(e) = run(scp) {
+                    // Best effort: a half-uploaded folder is useless; the upload error matters.
+                    let mut cleanup = s.ssh();
+                    cleanup.arg(format!("rm -rf -- {}", shell_quote(&staged)));
+                    let _ = run(cleanup);
+                    return Err(e);
+                }
+                step("verifying, self-testing and activating on the board");
+                s.agent_json(&["activate", "--root", &s.root, &staged])
+                    .map_err(|e| match e {
+                        // fer-edge's exit code for a refused bundle; anything else (ssh's 255,
+                        // a missing fer-edge) is a failure to ask, not a refusal.
+                        Error::Command {
+                            stderr,
+                            code: Some(FER_EDGE_REFUSED),
+                            ..
+                        } => Error::Refused { reason: stderr },
+                        other => other,
+                    })
+            }
+        }
+    }
+
+    /// Switches the board back to its previous bundle (verified and self-tested there).
+    pub fn rollback(&self) -> Result<Activation> {
+        match self {
+            Self::Dir(root) => BoardRoot::open(root)?
+                .rollback(bundle::model_self_test)
+                .map_err(refused),
+            Self::Ssh(s) => s
+                .agent_json(&["rollback", "--root", &s.root])
+                .map_err(|e| match e {
+                    Error::Command {
+                        stderr,
+                        code: Some(FER_EDGE_REFUSED),
+                        ..
+                    } => Error::Refused { reason: stderr },
+                    other => other,
+                }),
+        }
+    }
+
+    /// Runs a shell command on the board (e.g. `systemctl restart fer-edge`).
+    pub fn run_shell(&self, command: &str) -> Result<String> {
+        match self {
+            Self::Dir(root) => {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c").arg(command).current_dir(root);
+                run(cmd)
+            }
+            Self::Ssh(s) => {
+                let mut cmd = s.ssh();
+                cmd.arg(command);
+                run(cmd)
+            }
+        }
+    }
+
+    /// Names and sizes of the field-log segments (`seg-*.ferlog`) in `dir` on the board.
+    pub fn list_segments(&self, dir: &Path) -> Result<Vec<String>> {
+        let names: Vec<String> = match self {
+            Self::Dir(_) => match std::fs::read_dir(dir) {
+                Ok(entries) => entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(Error::io("listing", dir, e)),
+            },
+            Self::Ssh(s) => {
+                let quoted = shell_quote(&dir.to_string_lossy());
+                let mut cmd = s.ssh();
+                cmd.arg(format!("if [ -d {quoted} ]; then ls -1A {quoted}; fi"));
+                run(cmd)?.lines().map(str::to_string).collect()
+            }
+        };
+        let mut segments: Vec<String> = names
+            .into_iter()
+            .filter(|n| {
+                n.starts_with(edge::fieldlog::SEGMENT_PREFIX)
+                    && n.ends_with(&format!(".{}", edge::fieldlog::SEGMENT_EXTENSION))
+                    && !n.contains('/')
+            })
+            .collect();
+        segments.sort();
+        Ok(segments)
+    }
+
+    /// Copies segments `names` from `dir` on the board into the local folder `into`.
+    pub fn fetch(&self, dir: &Path, names: &[String], into: &Path) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Dir(_) => {
+                for name in names {
+                    let (from, to) = (dir.join(name), into.join(name));
+                    std::fs::copy(&from, &to).map_err(|e| Error::io("copying", &from, e))?;
+                }
+                Ok(())
+            }
+            Self::Ssh(s) => {
+                // One sftp session for all files (scp would open a connection per file).
+                let mut batch = String::new();
+                for name in names {
+                    let from = format!("{}/{name}", dir.to_string_lossy());
+                    let to = into.join(name);
+                    batch.push_str(&format!(
+                        "get {} {}\n",
+                        sftp_quote(&from),
+                        sftp_quote(&to.to_string_lossy())
+                    ));
+                }
+                run_with_input(&mut s.sftp_batch(), &batch).map(drop)
+            }
+        }
+    }
+
+    /// Deletes segments `names` from `dir` on the board.
+    pub fn delete(&self, dir: &Path, names: &[String]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Dir(_) => {
+                for name in names {
+                    let path = dir.join(name);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io("deleting", &path, e)),
+                    }
+                }
+                Ok(())
+            }
+            Self::Ssh(s) => {
+                let paths: Vec<String> = names
+                    .iter()
+                    .map(|n| shell_quote(&format!("{}/{n}", dir.to_string_lossy())))
+                    .collect();
+                let mut cmd = s.ssh();
+                cmd.arg(format!("rm -f -- {}", paths.join(" ")));
+                run(cmd).map(drop)
+            }
+        }
+    }
+}
+
+/// A board library refusal is a refusal to the user, with the board's reason.
+fn refused(e: edge::Error) -> Error {
+    match e {
+        edge::Error::Bundle { .. } => Error::Refused {
+            reason: e.to_string(),
+        },
+        other => Error::Bundle(other),
+    }
+}
+
+impl SshBoard {
+    fn destination(&self) -> String {
+        match &self.user {
+            Some(user) => format!("{user}@{}", self.host),
+            None => self.host.clone(),
+        }
+    }
+
+    /// `[user@]host:path` for scp (IPv6 addresses in brackets).
+    fn remote(&self, path: &str) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match &self.user {
+            Some(user) => format!("{user}@{host}:{path}"),
+            None => format!("{host}:{path}"),
+        }
+    }
+
+    fn with_options(&self, cmd: &mut Command) {
+        for option in &self.options {
+            cmd.arg("-o").arg(option);
+        }
+    }
+
+    /// `ssh [-p port] [-o ...] destination --` (the remote command is appended).
+    fn ssh(&self) -> Command {
+        let mut cmd = Command::new("ssh");
+        if let Some(port) = self.port {
+            cmd.arg("-p").arg(port.to_string());
+        }
+        self.with_options(&mut cmd);
+        cmd.arg(self.destination()).arg("--");
+        cmd
+    }
+
+    /// `scp -q [-P port] [-o ...]` (sources and target are appended).
+    fn scp(&self) -> Command {
+        let mut cmd = Command::new("scp");
+        cmd.arg("-q");
+        if let Some(port) = self.port {
+            cmd.arg("-P").arg(port.to_string());
+        }
+        self.with_options(&mut cmd);
+        cmd
+    }
+
+    /// `sftp -q -b - [-P port] [-o ...] destination` (the batch comes on stdin; sftp stops
+    /// at the first failing command).
+    fn sftp_batch(&self) -> Command {
+        let mut cmd = Command::new("sftp");
+        cmd.arg("-q").arg("-b").arg("-");
+        if let Some(port) = self.port {
+            cmd.arg("-P").arg(port.to_string());
+        }
+        self.with_options(&mut cmd);
+        cmd.arg(self.destination());
+        cmd
+    }
+
+    /// Runs `fer-edge bundle ARGS` on the board and parses its JSON.
+    fn agent_json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
+        let remote: Vec<String> = [self.agent.as_str(), "bundle"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .map(shell_quote)
+            .collect();
+        let mut cmd = self.ssh();
+        cmd.arg(remote.join(" "));
+        let line = command_line(&cmd);
+        let stdout = run(cmd)?;
+        serde_json::from_str(&stdout).map_err(|e| Error::Command {
+            command: line,
+            status: "unexpected output".into(),
+            code: None,
+            stderr: format!(
+                "{e} in {stdout:?}: is {} on the board the same toolkit release as this fer?",
+                self.agent
+            ),
+        })
+    }
+}
+
+/// Copies the plain files of `from` into the new folder `to`.
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io("creating", to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io("listing", from, e))? {
+        let entry = entry.map_err(|e| Error::io("listing", from, e))?;
+        let target = to.join(entry.file_name());
+        std::fs::copy(entry.path(), &target).map_err(|e| Error::io("copying", entry.path(), e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_print_back() {
+        let ssh = Board::parse("ssh://pi@board.local:2222/var/lib/fer", &[], "fer-edge").unwrap();
+        let Board::Ssh(s) = &ssh else {
+            panic!("not ssh")
+        };
+        assert_eq!(
+            (s.user.as_deref(), s.host.as_str(), s.port, s.root.as_str()),
+            (Some("pi"), "board.local", Some(2222), "/var/lib/fer")
+        );
+        assert_eq!(ssh.address(), "ssh://pi@board.local:2222/var/lib/fer");
+        let v6 = Board::parse("ssh://[::1]:22/b", &[], "fer-edge").unwrap();
+        let Board::Ssh(s) = &v6 else {
+            panic!("not ssh")
+        };
+        assert_eq!(s.remote("/b/x"), "[::1]:/b/x");
+        assert_eq!(
+            Board::parse("dir:/tmp/b", &[], "fer-edge").unwrap(),
+            Board::Dir("/tmp/b".into())
+        );
+        for bad in [
+            "ftp://h/x",
+            "ssh://h",
+            "ssh://h/",
+            "ssh://:22/x",
+            "ssh://h:port/x",
+            "dir:",
+        ] {
+            let err = Board::parse(bad, &[], "fer-edge").unwrap_err().to_string();
+            assert!(
+                err.contains(bad) && err.contains("ssh://user@host"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(Board::parse("ssh://h/x", &["-oProxyCommand=x".into()], "fer-edge").is_err());
+    }
+
+    #[test]
+    fn shell_quoting_survives_hostile_names() {
+        assert_eq!(shell_quote("/var/lib/fer"), "/var/lib/fer");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's; rm -rf /"), r"'it'\''s; rm -rf /'");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", shell_quote("it's $HOME; `x`")))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "it's $HOME; `x`");
+    }
+}

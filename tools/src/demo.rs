@@ -1,0 +1,500 @@
+//! `fer demo`: the whole loop on synthetic faces, on this machine's CPU.
+//!
+//! 1. Synthetic face crops with known expressions (angry, happy, neutral, sad, surprise):
+//!    a small labeled ImageFolder, a larger unlabeled pool and a validation ImageFolder,
+//!    each from its own seed.
+//! 2. Round 1: a small mobile network (gray input) trained with DTA + SNL.
+//! 3. Exported to fp32 + int8 ONNX with a manifest carrying the trained thresholds.
+//! 4. A signing key, a device config and a board folder (`dir:`) trusting the key; the model
+//!    is bundled, signed and flashed there.
+//! 5. The board's pipeline (the edge library: whole-frame detector, int8 classifier, tracker,
+//!    field log) runs on a synthetic camera until enough low-confidence faces are logged, or
+//!    a frame limit is reached.
+//! 6. Round 2 ([`crate::retrain::run_round`], the round of `fer loop`): collect, add the
+//!    crops to the pool, warm-started retraining, scoring both rounds on the validation set,
+//!    the gate, and a flash only when round 2 is not worse.
+//! 7. A table of the rounds, also written as `WORKDIR/rounds.json`.
+//!
+//! Re-running continues where the last run stopped; `fresh` starts over.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use edge::capture::synthetic::{SyntheticConfig, SyntheticFaces, SyntheticSource, write_dataset};
+use edge::capture::{CaptureThread, Frame, FrameSource, SourceCounters, StopToken, rgb_image};
+use edge::classify::Classifier;
+use edge::detect::Detector;
+use edge::pipeline::Pipeline;
+use firmware_config::config::{DetectorKind, DeviceConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use trainer::TrainConfig;
+use trainer::data::LabeledSource;
+use trainer::model::{Backbone, ModelConfig};
+use trainer::train::Progress;
+
+use crate::board::Board;
+use crate::error::{Error, Result};
+use crate::retrain::{self, LoopSetup, RoundRecord, TableRow};
+use crate::{config, keys};
+
+/// The file that marks a folder as a demo work folder (only such folders are ever deleted).
+pub const MARKER: &str = ".fer-demo";
+/// The table of rounds, as JSON, in the work folder.
+pub const ROUNDS_JSON: &str = "rounds.json";
+
+/// The knobs of the demo; [`Default`] is `fer demo` without flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoOptions {
+    /// The work folder.
+    pub workdir: PathBuf,
+    /// Delete the work folder first (only if it is a demo work folder).
+    pub fresh: bool,
+    /// Side of the face crops and of the network input, pixels.
+    pub image_size: u32,
+    /// Labeled images per class.
+    pub labeled_per_class: usize,
+    /// Unlabeled pool images.
+    pub pool_images: usize,
+    /// Validation images per class.
+    pub val_per_class: usize,
+    /// Training steps of round 1.
+    pub steps: u64,
+    /// Training steps of round 2 (warm-started).
+    pub round_steps: u64,
+    /// Labeled images per step (the unlabeled batch is twice as large).
+    pub batch: usize,
+    /// Stop the board once this many low-confidence faces are logged.
+    pub field_records: u64,
+    /// ... or after this many camera frames.
+    pub max_frames: u64,
+    /// Training progress on the terminal.
+    pub progress: Progress,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            workdir: PathBuf::from("fer-demo"),
+            fresh: false,
+            image_size: 48,
+            labeled_per_class: 60,
+            pool_images: 1200,
+            val_per_class: 60,
+            steps: 300,
+            round_steps: 150,
+            batch: 16,
+            field_records: 60,
+            max_frames: 3000,
+            progress: Progress::Bar,
+        }
+    }
+}
+
+/// What the board did in step 5.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct FieldRun {
+    /// Frames processed.
+    pub frames: u64,
+    /// Faces classified.
+    pub faces: u64,
+    /// Of them, below their class's threshold.
+    pub low_confidence: u64,
+    /// Records the field log acknowledged.
+    pub logged: u64,
+}
+
+/// What `WORKDIR/rounds.json` holds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DemoReport {
+    /// One row per round.
+    pub rounds: Vec<TableRow>,
+    /// The board run between the rounds (absent when a re-run found it done).
+    pub field: Option<FieldRun>,
+    /// The board folder (`dir:` address).
+    pub board: String,
+    /// The full history (`rounds.jsonl`).
+    pub history: PathBuf,
+    /// Wall time of this call, seconds.
+    pub seconds: f64,
+}
+
+/// The paths inside a work folder.
+#[derive(Debug, Clone)]
+struct Layout {
+    labeled: PathBuf,
+    pool: PathBuf,
+    val: PathBuf,
+    key: PathBuf,
+    config: PathBuf,
+    board: PathBuf,
+    run: PathBuf,
+}
+
+impl Layout {
+    fn new(root: &Path) -> Self {
+        Layout {
+            labeled: root.join("data/labeled"),
+            pool: root.join("data/unlabeled"),
+            val: root.join("data/val"),
+            key: root.join("keys/fer-signing.key"),
+            config: root.join("board.toml"),
+            board: root.join("board"),
+            run: root.join("run"),
+        }
+    }
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message(message.to_string());
+    bar
+}
+
+fn prepare_workdir(options: &DemoOptions) -> Result<()> {
+    let dir = &options.workdir;
+    let marker = dir.join(MARKER);
+    let is_demo = marker.is_file();
+    let is_empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+    if !is_demo && !is_empty {
+        return Err(Error::file(
+            dir,
+            "exists and is not a `fer demo` work folder: pass another --workdir",
+        ));
+    }
+    if options.fresh && is_demo {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io("removing", dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    std::fs::write(&marker, b"fer demo work folder\n").map_err(|e| Error::io("writing", &marker, e))
+}
+
+fn crops(options: &DemoOptions) -> SyntheticConfig {
+    SyntheticConfig::crops(options.image_size)
+}
+
+/// Writes the three data sets, unless a complete earlier run left them.
+fn make_data(options: &DemoOptions, layout: &Layout) -> Result<()> {
+    let done = options.workdir.join("data/.complete");
+    if done.is_file() {
+        return Ok(());
+    }
+    let data = options.workdir.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).map_err(|e| Error::io("removing", &data, e))?;
+    }
+    let bar = spinner("drawing synthetic faces");
+    write_dataset(
+        &layout.labeled,
+        options.labeled_per_class,
+        &crops(options),
+        1,
+    )?;
+    write_dataset(&layout.val, options.val_per_class, &crops(options), 3)?;
+    // The pool is one flat folder: its images carry no label, not even in a folder name.
+    let pool = layout.pool.join("synthetic");
+    std::fs::create_dir_all(&pool).map_err(|e| Error::io("creating", &pool, e))?;
+    let mut faces = SyntheticFaces::new(crops(options), 2)?;
+    for i in 0..options.pool_images {
+        let path = pool.join(format!("{i:05}.png"));
+        rgb_image(&faces.sample().image)
+            .save(&path)
+            .map_err(|e| Error::file(&path, format!("cannot write the image: {e}")))?;
+    }
+    bar.finish_and_clear();
+    println!(
+        "data: {} labeled, {} unlabeled, {} validation faces (5 expressions, {}x{} px)",
+        5 * options.labeled_per_class,
+        options.pool_images,
+        5 * options.val_per_class,
+        options.image_size,
+        options.image_size
+    );
+    std::fs::write(&done, b"").map_err(|e| Error::io("writing", &done, e))
+}
+
+/// The board's config: no detector (every frame is one face crop), no smoothing and no
+/// de-duplication (consecutive frames are different faces), the field log in the board folder.
+fn device_config(options: &DemoOptions) -> DeviceConfig {
+    let mut device = DeviceConfig::default();
+    device.device.id = "demo-board".into();
+    device.device.name = "fer demo board (synthetic camera)".into();
+    device.camera.width = options.image_size;
+    device.camera.height = options.image_size;
+    device.detector.kind = DetectorKind::None;
+    device.detector.model_file = String::new();
+    device.classifier.smoothing = 1.0;
+    device.field_log.directory = "field-log".into();
+    device.field_log.dedup_window_ms = 0;
+    device.field_log.max_records_per_minute = 0;
+    device
+}
+
+fn train_config(options: &DemoOptions, layout: &Layout) -> TrainConfig {
+    let side = options.image_size as usize;
+    let model = ModelConfig {
+        input_width: side,
+        input_height: side,
+        input_channels: 1,
+        ..ModelConfig::for_backbone(Backbone::Mobile)
+    };
+    let mut config = TrainConfig::for_model(model);
+    // Frames are face crops and the board's detector is the whole frame: no margin.
+    config.preprocessing.crop_margin = 0.0;
+    config.data.labeled = LabeledSource::ImageFolder {
+        path: layout.labeled.clone(),
+    };
+    config.data.unlabeled = vec![layout.pool.clone()];
+    config.steps = options.steps;
+    config.labeled_batch = options.batch;
+    config.unlabeled_ratio = 2;
+    config.optimizer.warmup_steps = (options.steps / 10).max(1);
+    config.checkpoint_every = 0;
+    // A few hundred steps instead of tens of thousands: faster teacher and threshold EMAs.
+    config.algorithm.ema_momentum = 0.99;
+    config.algorithm.dta_momentum = 0.99;
+    config
+}
+
+/// A synthetic camera that ends after a number of frames.
+struct Bounded {
+    inner: SyntheticSource,
+    left: u64,
+}
+
+impl FrameSource for Bounded {
+    fn next_frame(&mut self, stop: &StopToken) -> std::result::Result<Option<Frame>, edge::Error> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        self.inner.next_frame(stop)
+    }
+
+    fn is_live(&self) -> bool {
+        self.inner.is_live()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({} frames at most)", self.inner.describe(), self.left)
+    }
+
+    fn counters(&self) -> SourceCounters {
+        self.inner.counters()
+    }
+}
+
+/// Reads the pipeline's per-frame JSON lines: counts acknowledged field records and raises
+/// `stop` at the target.
+struct FrameWatcher {
+    stop: Arc<AtomicBool>,
+    target: u64,
+    logged: u64,
+    line: Vec<u8>,
+    bar: ProgressBar,
+}
+
+impl FrameWatcher {
+    fn frame(&mut self, line: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
+            return;
+        };
+        if value["kind"] != "frame" {
+            return;
+        }
+        let faces = value["frame"]["faces"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
+        self.logged += faces
+            .iter()
+            .filter(|f| f["logged"].get("written").is_some())
+            .count() as u64;
+        self.bar.inc(1);
+        self.bar
+            .set_message(format!("{} low-confidence face(s) logged", self.logged));
+        if self.logged >= self.target {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Write for FrameWatcher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for &b in buf {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.line);
+                self.frame(&line);
+            } else {
+                self.line.push(b);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs the board's active bundle on a synthetic camera (step 5).
+fn run_board(options: &DemoOptions, board: &Path) -> Result<FieldRun> {
+    let bundle = edge::bundle::open_for_run(board)?;
+    let mut device = bundle.config.clone();
+    device.field_log.directory = board
+        .join(&device.field_log.directory)
+        .display()
+        .to_string();
+    let detector = Detector::from_config(&device.detector, &bundle.dir)?;
+    let classifier = Classifier::load(
+        &bundle.model_path(),
+        bundle.manifest.clone(),
+        &device.classifier,
+    )?;
+    let pipeline = Pipeline::new(detector, classifier, &device)?;
+    let source = Bounded {
+        inner: SyntheticSource::new(crops(options), 4, None)?,
+        left: options.max_frames,
+    };
+    let capture = CaptureThread::spawn(Box::new(source));
+    let stop = Arc::new(AtomicBool::new(false));
+    let bar = ProgressBar::new(options.max_frames);
+    bar.set_style(
+        ProgressStyle::with_template("board {bar:30} {pos}/{len} frames, {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut watcher = FrameWatcher {
+        stop: Arc::clone(&stop),
+        target: options.field_records,
+        logged: 0,
+        line: Vec::new(),
+        bar: bar.clone(),
+    };
+    let report = pipeline.run(
+        capture,
+        &stop,
+        None,
+        Duration::from_secs(3600),
+        true,
+        &mut watcher,
+    );
+    bar.finish_and_clear();
+    let report = report?;
+    Ok(FieldRun {
+        frames: report.frames,
+        faces: report.faces,
+        low_confidence: report.low_confidence,
+        logged: report.field_log.map_or(0, |s| s.written),
+    })
+}
+
+fn step(what: &str) {
+    println!("  {what}");
+}
+
+fn print_round(record: &RoundRecord) {
+    println!(
+        "round {}: val accuracy {:.2}%, macro-F1 {:.4}; gate: {}; {}",
+        record.round,
+        100.0 * record.score.accuracy,
+        record.score.macro_f1,
+        record.gate.reason,
+        if record.deployed {
+            format!(
+                "flashed bundle {}",
+                record
+                    .bundle_id
+                    .as_deref()
+                    .map_or("", |id| &id[..12.min(id.len())])
+            )
+        } else {
+            "not flashed".to_string()
+        }
+    );
+}
+
+/// Runs the demo (see the module docs) and returns what it wrote to `rounds.json`.
+pub fn run(options: &DemoOptions) -> Result<DemoReport> {
+    let started = Instant::now();
+    prepare_workdir(options)?;
+    let layout = Layout::new(&options.workdir);
+    make_data(options, &layout)?;
+
+    if !layout.key.is_file() {
+        keys::generate(&layout.key, false)?;
+    }
+    let public = keys::load_public(&keys::public_path(&layout.key).display().to_string())?;
+    let text = config::to_toml(&device_config(options))?;
+    std::fs::write(&layout.config, text).map_err(|e| Error::io("writing", &layout.config, e))?;
+    let board = Board::Dir(layout.board.clone());
+    if !layout.board.join(edge::bundle::TRUSTED_KEY_FILE).is_file() {
+        board.init_trust(&public)?;
+    }
+
+    let setup = LoopSetup {
+        board: board.clone(),
+        run_dir: layout.run.clone(),
+        val: layout.val.clone(),
+        pool: layout.pool.clone(),
+        key: layout.key.clone(),
+        config: layout.config.clone(),
+        detector: None,
+        steps: options.round_steps,
+        tolerance: 0.0,
+        calibration: layout.pool.clone(),
+        calib_images: 200,
+        progress: options.progress,
+    };
+    let mut history = retrain::read_history(&layout.run)?;
+    let mut field = None;
+    if history.is_empty() {
+        println!(
+            "round 1: training {} steps (DTA + SNL, mobile backbone, {}x{} gray)",
+            options.steps, options.image_size, options.image_size
+        );
+        let summary = retrain::train_or_resume(
+            train_config(options, &layout),
+            &layout.run,
+            options.progress,
+        )?;
+        println!(
+            "round 1: trained in {:.0} s ({:.0} images/s)",
+            summary.seconds, summary.images_per_second
+        );
+        let record = retrain::start(&setup, true, &mut step)?;
+        if let Some(record) = record {
+            print_round(&record);
+        }
+        history = retrain::read_history(&layout.run)?;
+    }
+    if history.len() == 1 {
+        let run = run_board(options, &layout.board)?;
+        println!(
+            "board: {} frames, {} low-confidence, {} logged to the field log",
+            run.frames, run.low_confidence, run.logged
+        );
+        field = Some(run);
+        print_round(&retrain::run_round(&setup, &mut step)?);
+        history = retrain::read_history(&layout.run)?;
+    }
+    let rows: Vec<TableRow> = history.iter().map(TableRow::from).collect();
+    let report = DemoReport {
+        rounds: rows,
+        field,
+        board: board.address(),
+        history: layout.run.join(retrain::HISTORY_FILE),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let path = options.workdir.join(ROUNDS_JSON);
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| Error::invalid("rounds table", e.to_string()))?;
+    std::fs::write(&path, json).map_err(|e| Error::io("writing", &path, e))?;
+    Ok(report)
+}

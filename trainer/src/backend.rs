@@ -1,0 +1,191 @@
+//! Compute backends: `flex` (pure-Rust CPU, always built), `cuda` (feature `cuda`) and
+//! `tch` (LibTorch, feature `tch`).
+//!
+//! burn panics deep inside a backend when its device is missing, so [`BackendKind::check`]
+//! looks for the driver first and returns an ordinary error naming what is missing.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which burn backend runs training, evaluation and benchmarks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// burn-flex on the CPU.
+    #[default]
+    Flex,
+    /// burn-cuda on the first NVIDIA GPU (feature `cuda`).
+    Cuda,
+    /// LibTorch on the CPU (feature `tch`).
+    Tch,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "flex" => Ok(BackendKind::Flex),
+            "cuda" => Ok(BackendKind::Cuda),
+            "tch" => Ok(BackendKind::Tch),
+            other => Err(Error::config(
+                "backend",
+                format!("unknown backend {other:?}; use flex, cuda or tch"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Tch => "tch",
+        })
+    }
+}
+
+/// Folders where the CUDA driver library usually lives (x86 distributions, WSL, Jetson).
+const CUDA_LIB_DIRS: [&str; 7] = [
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/cuda/lib64",
+    "/usr/lib/wsl/lib",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu/tegra",
+];
+
+fn cuda_driver_present() -> std::result::Result<(), String> {
+    let device_nodes = ["/dev/nvidiactl", "/dev/nvidia0", "/dev/nvhost-ctrl"];
+    if !device_nodes.iter().any(|p| Path::new(p).exists()) {
+        return Err(format!(
+            "no NVIDIA device node ({}) exists: no GPU or no driver loaded",
+            device_nodes.join(", ")
+        ));
+    }
+    let mut dirs: Vec<String> = std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect();
+    dirs.extend(CUDA_LIB_DIRS.iter().map(|d| d.to_string()));
+    if !dirs.iter().any(|d| {
+        Path::new(d).join("libcuda.so.1").exists() || Path::new(d).join("libcuda.so").exists()
+    }) {
+        return Err(
+            "libcuda.so.1 (the NVIDIA driver library) was not found in LD_LIBRARY_PATH or the \
+             usual library folders"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+impl BackendKind {
+    /// Whether this build includes the backend.
+    pub fn compiled(self) -> bool {
+        match self {
+            BackendKind::Flex => true,
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+            BackendKind::Tch => cfg!(feature = "tch"),
+        }
+    }
+
+    /// Checks that the backend is built in and its device exists, before burn touches it.
+    pub fn check(self) -> Result<()> {
+        if !self.compiled() {
+            return Err(Error::Backend {
+                backend: self.name(),
+                reason: format!(
+                    "this fer-train was built without it; rebuild with `cargo build --release \
+                     -p trainer --features {}`",
+                    self.name()
+                ),
+            });
+        }
+        if self == BackendKind::Cuda {
+            cuda_driver_present().map_err(|reason| Error::Backend {
+                backend: "cuda",
+                reason: format!("{reason}; use --backend flex on this machine"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Tch => "tch",
+        }
+    }
+}
+
+/// Runs `$body` with the type alias `$ad` bound to the autodiff backend of `$kind` and
+/// `$dev` to its default device (after [`BackendKind::check`]).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! with_backend {
+    ($kind:expr, |$ad:ident, $dev:ident| $body:expr) => {{
+        let kind: $crate::backend::BackendKind = $kind;
+        match kind.check() {
+            Err(e) => Err(e),
+            Ok(()) => match kind {
+                #[cfg(feature = "cuda")]
+                $crate::backend::BackendKind::Cuda => {
+                    type $ad = burn::backend::Autodiff<burn::backend::Cuda>;
+                    let $dev = burn::backend::cuda::CudaDevice::default();
+                    $body
+                }
+                #[cfg(feature = "tch")]
+                $crate::backend::BackendKind::Tch => {
+                    type $ad = burn::backend::Autodiff<burn::backend::LibTorch>;
+                    let $dev = burn::backend::libtorch::LibTorchDevice::Cpu;
+                    $body
+                }
+                _ => {
+                    type $ad = burn::backend::Autodiff<burn_flex::Flex>;
+                    let $dev = burn_flex::FlexDevice;
+                    $body
+                }
+            },
+        }
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in [BackendKind::Flex, BackendKind::Cuda, BackendKind::Tch] {
+            assert_eq!(kind.name().parse::<BackendKind>().unwrap(), kind);
+        }
+        assert!("metal".parse::<BackendKind>().is_err());
+        assert!(BackendKind::Flex.check().is_ok());
+    }
+
+    #[test]
+    fn missing_backends_fail_with_a_message_not_a_panic() {
+        #[cfg(not(feature = "cuda"))]
+        assert!(
+            BackendKind::Cuda
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("--features cuda")
+        );
+        // With the feature but without a GPU the device check answers instead.
+        if cfg!(feature = "cuda") && cuda_driver_present().is_err() {
+            let err = BackendKind::Cuda.check().unwrap_err().to_string();
+            assert!(err.contains("--backend flex"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Semi-supervised facial-expression training on burn.
+//!
+//! * [`model`]: backbone (ResNet-style or mobile) + local attention enhancement + random
+//!   region dropout.
+//! * [`algorithm`]: EMA teacher, dynamic thresholds (DTA), selective negative learning (SNL).
+//! * [`data`]: ImageFolder / FER2013 CSV / unlabeled folders / field-log segments, label
+//!   budget, augmentation, background batch building.
+//! * [`train`]: the training loop ([`train::train`], [`train::resume`]) and [`TrainConfig`].
+//! * [`checkpoint`]: checkpoints ([`checkpoint::load`]) with thresholds for the board.
+//! * [`eval`]: accuracy, per-class recall, macro-F1, confusion matrix.
+//! * [`bench`]: training and inference throughput.
+//! * [`backend`]: flex (CPU), cuda and tch backends, checked before use.
+//!
+//! The algorithm is our formulation of the ideas of arXiv 2601.05556 (see DESIGN.md).
+
+pub mod algorithm;
+pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod model;
+pub mod plots;
+pub mod train;
+
+pub use error::{Error, Result};
+pub use train::TrainConfig;
+pub mod export;
