@@ -6,40 +6,17 @@ use std::path::Path;
 use edge::classify::{Classifier, read_manifest};
 use edge::detect::Detector;
 use firmware_config::config::ClassifierConfig;
-use firmware_config::manifest::{
-    ColorChannels, ModelManifest, Normalization, ResizeFilter, TensorLayout,
-};
-
-/// The peer model as DATA.md describes it: NHWC gray 64x64, x/127.5 - 1, Keras class order.
-// The contract's structs are non-exhaustive: no struct literals outside their crate.
-#[allow(clippy::field_reassign_with_default)]
-fn peer_manifest() -> ModelManifest {
-    let mut m = ModelManifest::default();
-    m.model_file = "fer_mini_xception_nhwc.onnx".into();
-    m.input_name = "input".into();
-    m.output_name = "predictions".into();
-    m.logits_name = None;
-    let p = &mut m.preprocessing;
-    p.input_width = 64;
-    p.input_height = 64;
-    p.channels = ColorChannels::Gray;
-    p.layout = TensorLayout::Nhwc;
-    p.crop_margin = 0.0;
-    p.resize = ResizeFilter::Bilinear;
-    p.normalization = Normalization::new(1.0 / 127.5, vec![1.0], vec![1.0]);
-    m.class_names = [
-        "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
-    ]
-    .map(String::from)
-    .to_vec();
-    m
-}
+use firmware_config::manifest::{ColorChannels, Normalization};
 
 fn peer() -> Option<Classifier> {
-    let model = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx")?;
+    let model = testdata::shared_path(&format!("models/peer/{}", testdata::PEER_MODEL))?;
     Some(
-        Classifier::load(&model, peer_manifest(), &ClassifierConfig::default())
-            .expect("the peer model loads"),
+        Classifier::load(
+            &model,
+            testdata::peer_manifest(),
+            &ClassifierConfig::default(),
+        )
+        .expect("the peer model loads"),
     )
 }
 
@@ -100,7 +77,7 @@ fn thresholds_come_from_config_then_manifest_then_default() {
     let Some(model) = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx") else {
         return;
     };
-    let mut manifest = peer_manifest();
+    let mut manifest = testdata::peer_manifest();
     manifest.class_thresholds = vec![0.5, 0.4, 0.5, 0.9, 0.5, 0.5, 0.5];
     let mut config = ClassifierConfig::default();
     config.default_threshold = 0.33;
@@ -118,7 +95,7 @@ fn thresholds_come_from_config_then_manifest_then_default() {
         .push(firmware_config::config::ClassThreshold::new(
             "contempt", 0.5,
         ));
-    let err = Classifier::load(&model, peer_manifest(), &config)
+    let err = Classifier::load(&model, testdata::peer_manifest(), &config)
         .unwrap_err()
         .to_string();
     assert!(err.contains("contempt"), "{err}");
@@ -127,7 +104,7 @@ fn thresholds_come_from_config_then_manifest_then_default() {
 #[test]
 fn wrong_manifest_version_and_mismatched_model_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let mut manifest = peer_manifest();
+    let mut manifest = testdata::peer_manifest();
     manifest.schema_version = 99;
     let path = dir.path().join("manifest.json");
     std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
@@ -152,7 +129,7 @@ fn wrong_manifest_version_and_mismatched_model_are_clear_errors() {
     let Some(model) = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx") else {
         return;
     };
-    let mut wrong_output = peer_manifest();
+    let mut wrong_output = testdata::peer_manifest();
     wrong_output.output_name = "probs".into();
     let err = Classifier::load(&model, wrong_output, &ClassifierConfig::default())
         .unwrap_err()
@@ -161,7 +138,7 @@ fn wrong_manifest_version_and_mismatched_model_are_clear_errors() {
         err.contains("fer_mini_xception_nhwc.onnx") && err.contains("\"probs\""),
         "{err}"
     );
-    let mut wrong_channels = peer_manifest();
+    let mut wrong_channels = testdata::peer_manifest();
     wrong_channels.preprocessing.channels = ColorChannels::Rgb;
     wrong_channels.preprocessing.normalization =
         Normalization::new(1.0 / 127.5, vec![1.0; 3], vec![1.0; 3]);

@@ -16,6 +16,10 @@
 
 use std::path::{Path, PathBuf};
 
+use firmware_config::manifest::{
+    ColorChannels, ModelManifest, Normalization, Preprocessing, ResizeFilter, TensorLayout,
+};
+
 /// Environment variable naming the shared data folder.
 pub const SHARED_DIR_VAR: &str = "FER_SHARED_DIR";
 /// Environment variable that turns a missing shared file into a test failure.
@@ -62,6 +66,36 @@ pub fn shared_path(relative: &str) -> Option<PathBuf> {
     None
 }
 
+/// The file name of the mini-Xception peer in `models/peer`.
+pub const PEER_MODEL: &str = "fer_mini_xception_nhwc.onnx";
+
+/// The mini-Xception peer model as DATA.md describes it: NHWC gray 64x64, `x / 127.5 - 1`,
+/// output `predictions` in Keras class order (not alphabetical). Hash and self-test are left
+/// to the caller.
+pub fn peer_manifest() -> ModelManifest {
+    ModelManifest {
+        model_file: PEER_MODEL.into(),
+        input_name: "input".into(),
+        output_name: "predictions".into(),
+        logits_name: None,
+        preprocessing: Preprocessing {
+            input_width: 64,
+            input_height: 64,
+            channels: ColorChannels::Gray,
+            layout: TensorLayout::Nhwc,
+            crop_margin: 0.0,
+            resize: ResizeFilter::Bilinear,
+            normalization: Normalization::new(1.0 / 127.5, vec![1.0], vec![1.0]),
+        },
+        class_names: [
+            "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..ModelManifest::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +109,11 @@ mod tests {
         } else {
             assert_eq!(shared_path(missing), None);
         }
+    }
+
+    #[test]
+    fn peer_manifest_is_valid() {
+        peer_manifest().validate().unwrap();
     }
 
     #[test]

@@ -10,13 +10,9 @@ use edge::bundle::{self, BoardRoot};
 use edge::classify::Classifier;
 use firmware_config::Sha256Digest;
 use firmware_config::config::{DetectorKind, DeviceConfig};
-use firmware_config::manifest::{ColorChannels, ModelManifest, Normalization, TensorLayout};
+use firmware_config::manifest::ModelManifest;
 use sha2::{Digest, Sha256};
 use tests::Sshd;
-
-const CLASSES: [&str; 7] = [
-    "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
-];
 
 fn sha(bytes: &[u8]) -> Sha256Digest {
     Sha256Digest(Sha256::digest(bytes).into())
@@ -24,26 +20,16 @@ fn sha(bytes: &[u8]) -> Sha256Digest {
 
 /// An export folder as `fer-train export` writes it, of the peer model, with a self-test
 /// whose expected output is what the board's classifier computes (or `wrong` for a broken one).
-// `ModelManifest` is `#[non_exhaustive]`: outside firmware-config only field assignment works.
-#[allow(clippy::field_reassign_with_default)]
 fn export_dir(dir: &Path, model: &Path, run_id: &str, wrong: bool) {
     std::fs::create_dir_all(dir).unwrap();
     let model_bytes = std::fs::read(model).unwrap();
     std::fs::write(dir.join("model.onnx"), &model_bytes).unwrap();
-    let mut m = ModelManifest::default();
-    m.model_sha256 = sha(&model_bytes);
-    m.input_name = "input".into();
-    m.output_name = "predictions".into();
-    m.logits_name = None;
-    let p = &mut m.preprocessing;
-    p.input_width = 64;
-    p.input_height = 64;
-    p.channels = ColorChannels::Gray;
-    p.layout = TensorLayout::Nhwc;
-    p.crop_margin = 0.0;
-    p.normalization = Normalization::new(1.0 / 127.5, vec![1.0], vec![1.0]);
-    m.class_names = CLASSES.map(String::from).to_vec();
-    m.training_run_id = run_id.into();
+    let mut m = ModelManifest {
+        model_file: "model.onnx".into(),
+        model_sha256: sha(&model_bytes),
+        training_run_id: run_id.into(),
+        ..testdata::peer_manifest()
+    };
     let input: Vec<f32> = (0..64 * 64)
         .map(|i| ((i * 37 % 255) as f32) / 127.5 - 1.0)
         .collect();
