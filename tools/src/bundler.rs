@@ -57,13 +57,23 @@ fn file_name(path: &Path) -> Result<String> {
         .ok_or_else(|| Error::invalid("file", format!("{} has no file name", path.display())))
 }
 
-/// The one manifest of an export folder: `manifest.json` or a single `*.manifest.json`
-/// (`fer-train export` writes `model_fp32.manifest.json` and, with calibration,
-/// `model_int8.manifest.json`: then the choice is the user's).
+/// The manifest `fer-train export` writes for the fp32 model.
+pub const FP32_MANIFEST: &str = "model_fp32.manifest.json";
+
+/// The manifest to ship from an export folder: `manifest.json`, else the fp32 model's when
+/// `fer-train export` wrote both precisions, else the single `*.manifest.json`.
+///
+/// fp32 is the default precision because int8 QDQ runs slower than fp32 in tract on the
+/// machines measured so far (docs/RESULTS.md, "Export and quantization" and "Edge"); ship int8
+/// by naming its manifest (`--model DIR/model_int8.manifest.json`).
 pub fn find_manifest(dir: &Path) -> Result<PathBuf> {
     let plain = dir.join("manifest.json");
     if plain.is_file() {
         return Ok(plain);
+    }
+    let fp32 = dir.join(FP32_MANIFEST);
+    if fp32.is_file() {
+        return Ok(fp32);
     }
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| Error::io("listing", dir, e))?
@@ -230,16 +240,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let err = find_manifest(tmp.path()).unwrap_err().to_string();
         assert!(err.contains("no manifest.json"), "{err}");
-        fs::write(tmp.path().join("model_fp32.manifest.json"), "{}").unwrap();
+        fs::write(tmp.path().join("model_int8.manifest.json"), "{}").unwrap();
         assert_eq!(
             find_manifest(tmp.path()).unwrap(),
-            tmp.path().join("model_fp32.manifest.json")
+            tmp.path().join("model_int8.manifest.json")
         );
-        fs::write(tmp.path().join("model_int8.manifest.json"), "{}").unwrap();
+        fs::write(tmp.path().join("other.manifest.json"), "{}").unwrap();
         let err = find_manifest(tmp.path()).unwrap_err().to_string();
         assert!(
-            err.contains("model_fp32.manifest.json, model_int8.manifest.json"),
+            err.contains("model_int8.manifest.json, other.manifest.json"),
             "{err}"
+        );
+        // Both precisions from `fer-train export`: fp32, the faster one in tract, is the default.
+        fs::write(tmp.path().join(FP32_MANIFEST), "{}").unwrap();
+        assert_eq!(
+            find_manifest(tmp.path()).unwrap(),
+            tmp.path().join(FP32_MANIFEST)
         );
         fs::write(tmp.path().join("manifest.json"), "{}").unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@
 //! 3. Exported to fp32 + int8 ONNX with a manifest carrying the trained thresholds.
 //! 4. A signing key, a device config and a board folder (`dir:`) trusting the key; the model
 //!    is bundled, signed and flashed there.
-//! 5. The board's pipeline (the edge library: whole-frame detector, int8 classifier, tracker,
+//! 5. The board's pipeline (the edge library: whole-frame detector, fp32 classifier, tracker,
 //!    field log) runs on a synthetic camera until enough low-confidence faces are logged, or
 //!    a frame limit is reached.
 //! 6. Round 2 ([`crate::retrain::run_round`], the round of `fer loop`): collect, add the

@@ -69,8 +69,8 @@ enum Command {
     /// model files do not match their manifest, or when the config names another signing key.
     /// A config without `signing_public_key` gets the public half of --key.
     Bundle {
-        /// The export folder of `fer-train export` (with one *.manifest.json), or a manifest
-        /// file such as DIR/model_int8.manifest.json.
+        /// The export folder of `fer-train export` (its fp32 model is shipped by default: int8
+        /// runs slower in tract), or a manifest file such as DIR/model_int8.manifest.json.
         #[arg(long)]
         model: PathBuf,
         /// The device config (TOML, or the flashing format).
@@ -156,7 +156,7 @@ enum Command {
     ///      incumbent (weights, EMA teacher, DTA thresholds), with --pool added to the
     ///      run's unlabeled data;
     ///   3. exports it to fp32 + int8 ONNX (int8 calibrated on --calibration, default --pool);
-    ///   4. scores the new int8 model and the incumbent's on --val the way the board
+    ///   4. scores the new fp32 model (the one shipped) and the incumbent's on --val as the board
     ///      classifies (tract, the manifest's preprocessing), each image one face;
     ///   5. gate: only if neither accuracy nor macro-F1 dropped by more than --tolerance is it
     ///      bundled with --config and --detector, signed with --key and flashed; both scores
@@ -218,13 +218,13 @@ enum Command {
     ///      per-class thresholds;
     ///   4. keys/, board.toml, board/: a signing key, a device config (no detector: every
     ///      frame is one face; no smoothing, no de-duplication) and a board folder trusting
-    ///      the key; the int8 model is bundled, signed and flashed there (`dir:` board);
+    ///      the key; the fp32 model is bundled, signed and flashed there (`dir:` board);
     ///   5. the board's pipeline (fer-edge's library: classifier, tracker, field log) runs on
     ///      a synthetic camera until --field-records low-confidence faces are logged to
     ///      board/field-log, or --max-frames frames;
     ///   6. round 2, exactly a `fer loop` round: collect the field log into run/collected,
     ///      add the crops to the pool, retrain warm-started from round 1, score both rounds'
-    ///      int8 models on the validation set, flash round 2 only if it is not worse;
+    ///      fp32 models on the validation set, flash round 2 only if it is not worse;
     ///   7. a table of the rounds (labeled, unlabeled, field records collected, validation
     ///      accuracy, macro-F1, threshold range, deployed), also written to
     ///      WORKDIR/rounds.json; run/rounds.jsonl holds the full history.

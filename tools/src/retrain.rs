@@ -6,8 +6,8 @@
 //!    the new crops into the unlabeled pool ([`crate::collect`], [`crate::dataset`]);
 //! 2. trains `RUN_DIR/rounds/round-NNN`, warm-started from the incumbent (weights, EMA
 //!    teacher and DTA thresholds) with the enlarged pool as unlabeled data;
-//! 3. exports it (fp32 + int8, calibrated on the pool);
-//! 4. scores the new int8 model and the incumbent's on the same validation folder, with the
+//! 3. exports it (fp32 + int8, calibrated on the pool; fp32 is shipped, the faster one in tract);
+//! 4. scores the new fp32 model and the incumbent's on the same validation folder, with the
 //!    board's runtime and preprocessing ([`score_model`]);
 //! 5. bundles, signs and flashes it only if it is not worse ([`gate`]);
 //! 6. appends a [`RoundRecord`] to `RUN_DIR/rounds.jsonl`.
@@ -174,7 +174,7 @@ pub struct RoundRecord {
     pub run_dir: PathBuf,
     /// The run it was warm-started from (none for round 1).
     pub warm_start: Option<PathBuf>,
-    /// The int8 model's manifest (the model scored and shipped).
+    /// The fp32 model's manifest (the model scored and shipped).
     pub manifest: PathBuf,
     /// Class names in output order.
     pub class_names: Vec<String>,
@@ -329,10 +329,9 @@ fn export(setup: &LoopSetup, run: &Path, out: &Path) -> Result<PathBuf> {
         latency_runs: 0,
         student: false,
     })?;
-    let model = outcome
-        .int8_path
-        .ok_or_else(|| Error::file(out, "the export wrote no int8 model"))?;
-    let name = model
+    // fp32 is shipped: int8 QDQ runs slower in tract (docs/RESULTS.md).
+    let name = outcome
+        .fp32_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -529,7 +528,7 @@ pub struct TableRow {
     pub unlabeled: Option<usize>,
     /// Field records collected for this round.
     pub field_records: usize,
-    /// Validation accuracy of the round's int8 model.
+    /// Validation accuracy of the round's shipped (fp32) model.
     pub val_accuracy: f64,
     /// Its validation macro-F1.
     pub macro_f1: f64,
