@@ -10,6 +10,9 @@
 //! * [`eval`]: accuracy, per-class recall, macro-F1, confusion matrix.
 //! * [`bench`]: training and inference throughput.
 //! * [`backend`]: flex (CPU), cuda and tch backends, checked before use.
+//! * [`plots`]: PNG plots of a run (accuracy, thresholds, pseudo-label rate, confusion).
+//! * [`export`]: ONNX export (fp32, and int8 in QDQ form after calibration) with the
+//!   manifest the board reads.
 //!
 //! The algorithm is our formulation of the ideas of arXiv 2601.05556 (see DESIGN.md).
 
@@ -20,10 +23,10 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod model;
 pub mod plots;
 pub mod train;
 
 pub use error::{Error, Result};
 pub use train::TrainConfig;
-pub mod export;
