@@ -8,7 +8,7 @@
 //! * [`train`]: the training loop ([`train::train`], [`train::resume`]) and [`TrainConfig`].
 //! * [`checkpoint`]: checkpoints ([`checkpoint::load`]) with thresholds for the board.
 //! * [`eval`]: accuracy, per-class recall, macro-F1, confusion matrix.
-//! * [`bench`]: training and inference throughput.
+//! * [`bench`](mod@bench): training and inference throughput.
 //! * [`backend`]: flex (CPU), cuda and tch backends, checked before use.
 //! * [`plots`]: PNG plots of a run (accuracy, thresholds, pseudo-label rate, confusion).
 //! * [`export`]: ONNX export (fp32, and int8 in QDQ form after calibration) with the
