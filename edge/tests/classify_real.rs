@@ -9,7 +9,7 @@ use firmware_config::config::ClassifierConfig;
 use firmware_config::manifest::{ColorChannels, Normalization};
 
 fn peer() -> Option<Classifier> {
-    let model = testdata::shared_path(&format!("models/peer/{}", testdata::PEER_MODEL))?;
+    let model = testdata::peer_model()?;
     Some(
         Classifier::load(
             &model,
@@ -74,7 +74,7 @@ fn faces_of_one_frame_are_classified_in_one_batch_like_one_by_one() {
 
 #[test]
 fn thresholds_come_from_config_then_manifest_then_default() {
-    let Some(model) = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx") else {
+    let Some(model) = testdata::peer_model() else {
         return;
     };
     let mut manifest = testdata::peer_manifest();
@@ -126,7 +126,7 @@ fn wrong_manifest_version_and_mismatched_model_are_clear_errors() {
         .to_string();
     assert!(err.contains("/no/such/manifest.bin"), "{err}");
 
-    let Some(model) = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx") else {
+    let Some(model) = testdata::peer_model() else {
         return;
     };
     let mut wrong_output = testdata::peer_manifest();

@@ -132,7 +132,7 @@ fn peer_setup(dir: &Path, model: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn missing_camera_gives_exit_code_4() {
-    let Some(model) = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx") else {
+    let Some(model) = testdata::peer_model() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -153,7 +153,7 @@ fn missing_camera_gives_exit_code_4() {
 
 #[test]
 fn sigterm_ends_the_run_with_a_final_report_and_a_sealed_field_log() {
-    let Some(model) = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx") else {
+    let Some(model) = testdata::peer_model() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -285,7 +285,7 @@ fn signed_peer_bundle(dir: &Path, model: &Path, log_dir: &Path) -> String {
 
 #[test]
 fn run_verifies_the_bundle_before_loading_it() {
-    let Some(model) = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx") else {
+    let Some(model) = testdata::peer_model() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -69,6 +69,11 @@ pub fn shared_path(relative: &str) -> Option<PathBuf> {
 /// The file name of the mini-Xception peer in `models/peer`.
 pub const PEER_MODEL: &str = "fer_mini_xception_nhwc.onnx";
 
+/// The mini-Xception peer's ONNX file in the shared folder, as [`shared_path`] finds it.
+pub fn peer_model() -> Option<PathBuf> {
+    shared_path(&format!("models/peer/{PEER_MODEL}"))
+}
+
 /// The mini-Xception peer model as DATA.md describes it: NHWC gray 64x64, `x / 127.5 - 1`,
 /// output `predictions` in Keras class order (not alphabetical). Hash and self-test are left
 /// to the caller.

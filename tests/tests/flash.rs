@@ -96,7 +96,7 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    let model = testdata::shared_path("models/peer/fer_mini_xception_nhwc.onnx")?;
+    let model = testdata::peer_model()?;
     let detector = testdata::shared_path("models/ultraface/version-RFB-320_simplified.onnx")?;
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
