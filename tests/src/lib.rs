@@ -7,7 +7,7 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The sshd program (Debian: `openssh-server`).
@@ -31,6 +31,27 @@ pub fn program(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Runs the built `fer` with `args`.
+pub fn fer(args: &[&str]) -> Output {
+    Command::new(program("fer"))
+        .args(args)
+        .output()
+        .expect("running fer")
+}
+
+/// Asserts a program succeeded, showing its exit code and both outputs otherwise; returns
+/// its stdout.
+pub fn expect_success(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The user the tests run as (the ssh login).

@@ -12,7 +12,7 @@ use firmware_config::Sha256Digest;
 use firmware_config::config::{DetectorKind, DeviceConfig};
 use firmware_config::manifest::ModelManifest;
 use sha2::{Digest, Sha256};
-use tests::Sshd;
+use tests::{Sshd, expect_success, fer};
 
 fn sha(bytes: &[u8]) -> Sha256Digest {
     Sha256Digest(Sha256::digest(bytes).into())
@@ -52,24 +52,6 @@ fn export_dir(dir: &Path, model: &Path, run_id: &str, wrong: bool) {
     .unwrap();
 }
 
-fn fer(args: &[&str]) -> Output {
-    Command::new(tests::program("fer"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Asserts `fer` failed with exit code 3 (refused) and its message contains `needle`.
 fn refused(out: Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -101,7 +83,7 @@ fn fixture() -> Option<Fixture> {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let key = t.join("keys/fer.key");
-    let out = ok(fer(&["keygen", "--out", s(&key)]));
+    let out = expect_success(fer(&["keygen", "--out", s(&key)]));
     assert!(out.contains("signing_public_key = \""), "{out}");
 
     let root = t.join("board");
@@ -119,7 +101,7 @@ fn fixture() -> Option<Fixture> {
         let export = t.join(format!("export-{i}"));
         export_dir(&export, &model, &format!("run-{i}"), wrong);
         let out_dir = t.join(format!("bundle-{i}"));
-        ok(fer(&[
+        expect_success(fer(&[
             "bundle",
             "--model",
             s(&export),
@@ -194,12 +176,12 @@ fn flash_story(
         args.extend(extra.iter().map(String::as_str));
         fer(&args)
     };
-    let out = ok(flash(&f.good[0], true));
+    let out = expect_success(flash(&f.good[0], true));
     assert!(
         out.contains("slot a active") && out.contains("self-test passed"),
         "{out}"
     );
-    let out = ok(flash(&f.good[1], false));
+    let out = expect_success(flash(&f.good[1], false));
     assert!(
         out.contains("slot b active") && out.contains("kept in slot a"),
         "{out}"
@@ -229,7 +211,7 @@ fn flash_story(
 
     let mut args = vec!["rollback", "--board", address];
     args.extend(extra.iter().map(String::as_str));
-    let out = ok(fer(&args));
+    let out = expect_success(fer(&args));
     assert!(out.contains("rolled back to slot a"), "{out}");
     assert_eq!(
         bundle::open_for_run(&f.root).unwrap().id,
@@ -256,11 +238,11 @@ fn flash_story(
         &restart,
     ];
     args.extend(extra.iter().map(String::as_str));
-    let out = ok(fer(&args));
+    let out = expect_success(fer(&args));
     assert!(out.contains("slot b active") && marker.exists(), "{out}");
     let mut args = vec!["status", "--board", address];
     args.extend(extra.iter().map(String::as_str));
-    let status: serde_json::Value = serde_json::from_str(&ok(fer(&args))).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&expect_success(fer(&args))).unwrap();
     assert_eq!(status["active"], "b");
     assert_eq!(status["field_log_dir"], s(&f.root.join("log")));
 
@@ -269,7 +251,7 @@ fn flash_story(
     let into = f.root.with_file_name("collected");
     let mut args = vec!["collect", "--board", address, "--into", s(&into)];
     args.extend(extra.iter().map(String::as_str));
-    let out = ok(fer(&args));
+    let out = expect_success(fer(&args));
     assert!(out.contains("5 new record(s)"), "{out}");
     let lines = tools::collect::read_records(&into.join(tools::collect::RECORDS_FILE)).unwrap();
     let ids: Vec<String> = lines.iter().map(|l| l.id.clone()).collect();
