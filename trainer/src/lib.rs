@@ -11,6 +11,7 @@
 //! * [`bench`](mod@bench): training and inference throughput.
 //! * [`backend`]: flex (CPU), cuda and tch backends, checked before use.
 //! * [`plots`]: PNG plots of a run (accuracy, thresholds, pseudo-label rate, confusion).
+//! * [`compare`]: finished runs side by side (Markdown table, JSON, accuracy plot).
 //! * [`export`]: ONNX export (fp32, and int8 in QDQ form after calibration) with the
 //!   manifest the board reads.
 //!
@@ -20,6 +21,7 @@ pub mod algorithm;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod error;
 pub mod eval;

@@ -53,6 +53,12 @@ enum Command {
     /// Example: fer-train bench-export --dir runs/dta-snl/export --peer
     /// ../shared/models/peer/fer_mini_xception_nhwc.onnx
     BenchExport(trainer::export::cli::BenchArgs),
+    /// Compare finished runs side by side: a Markdown table (algorithm, label budget, LAE,
+    /// RRD, steps, validation accuracy and macro-F1 of the teacher, student accuracy, time,
+    /// images/s), also written with JSON and a plot of every run's accuracy over steps.
+    ///
+    /// Example: fer-train compare runs/fer2013/* --out runs/fer2013/compare
+    Compare(CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +194,16 @@ struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// Finished run folders (trained with --val).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Folder for compare.md, compare.json and compare_accuracy.png.
+    #[arg(long, default_value = "compare")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -470,6 +486,16 @@ fn cmd_bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn cmd_compare(args: CompareArgs) -> anyhow::Result<()> {
+    let rows = trainer::compare::compare(&args.runs, &args.out)?;
+    print!("{}", trainer::compare::markdown(&rows));
+    println!(
+        "written: {} (compare.md, compare.json, compare_accuracy.png)",
+        args.out.display()
+    );
+    Ok(())
+}
+
 fn exit_code(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<trainer::Error>() {
         Some(trainer::Error::Backend { .. }) => 4,
@@ -494,6 +520,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd_bench(args),
         Command::Export(args) => trainer::export::cli::main_export(&args).map_err(Into::into),
         Command::BenchExport(args) => trainer::export::cli::main_bench(&args).map_err(Into::into),
+        Command::Compare(args) => cmd_compare(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

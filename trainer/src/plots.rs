@@ -47,7 +47,7 @@ fn font_available() -> bool {
     })
 }
 
-fn class_colour(k: usize) -> RGBColor {
+pub(crate) fn class_colour(k: usize) -> RGBColor {
     const COLOURS: [RGBColor; 10] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
@@ -91,13 +91,13 @@ pub fn read_metrics(path: &Path) -> Result<(Vec<StepMetrics>, Vec<EvalMetrics>)>
 }
 
 /// One line series.
-struct Series {
-    label: String,
-    colour: RGBColor,
-    points: Vec<(f64, f64)>,
+pub(crate) struct Series {
+    pub(crate) label: String,
+    pub(crate) colour: RGBColor,
+    pub(crate) points: Vec<(f64, f64)>,
 }
 
-fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()> {
+pub(crate) fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()> {
     let text = font_available();
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;

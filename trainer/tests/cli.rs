@@ -145,3 +145,81 @@ fn bench_reports_both_backbones_and_the_reference() {
     // Either measured or skipped with a reason, never silently absent.
     assert_eq!(all.matches("pytorch").count(), 2, "{all}");
 }
+
+#[test]
+fn compare_tables_finished_runs_and_refuses_unfinished_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_folder(&d.join("train"), 6);
+    write_folder(&d.join("val"), 3);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    for (name, extra) in [
+        ("ours", vec![]),
+        ("baseline", vec!["--algorithm", "supervised", "--no-lae"]),
+    ] {
+        let mut args: Vec<String> = [
+            "train",
+            "--data",
+            &s(&d.join("train")),
+            "--val",
+            &s(&d.join("val")),
+            "--run",
+            &s(&d.join(name)),
+            "--width",
+            "4",
+            "--blocks",
+            "1,1",
+            "--input-size",
+            "16",
+            "--batch",
+            "4",
+            "--labels-per-class",
+            "3",
+            "--steps",
+            "3",
+            "--quiet",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let out = fer_train(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out_dir = d.join("cmp");
+    let out = fer_train(&[
+        "compare",
+        &s(&d.join("ours")),
+        &s(&d.join("baseline")),
+        "--out",
+        &s(&out_dir),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("| ours | dta-snl | 3/class | 6 / 6 | on | on | 3 |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| baseline | supervised | 3/class | 6 / 0 | off | on | 3 |"),
+        "{stdout}"
+    );
+    let rows: Vec<trainer::compare::RunRow> =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("compare.json")).unwrap())
+            .unwrap();
+    for (row, name) in rows.iter().zip(["ours", "baseline"]) {
+        let summary: trainer::train::TrainSummary = serde_json::from_str(
+            &std::fs::read_to_string(d.join(name).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(row.accuracy, summary.teacher.unwrap().accuracy);
+        assert_eq!(row.val_images, 6);
+    }
+    let png = image::open(out_dir.join("compare_accuracy.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (900, 560));
+
+    std::fs::create_dir_all(d.join("unfinished")).unwrap();
+    let out = fer_train(&["compare", &s(&d.join("unfinished"))]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("not finished"), "{}", text(&out));
+}
