@@ -8,13 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use firmware_config::config::{DetectorKind, DeviceConfig};
 use tests::{Sshd, expect_success, fer};
 use tools::collect::{RECORDS_FILE, read_records};
 use tools::retrain::{self, RoundRecord};
-use trainer::TrainConfig;
-use trainer::data::LabeledSource;
-use trainer::model::{Backbone, ModelConfig};
 use trainer::train::Progress;
 
 const SIDE: usize = 32;
@@ -56,31 +52,6 @@ fn subset(from: &Path, to: &Path, skip: usize, per_class: usize, flat: bool) -> 
         }
     }
     copied
-}
-
-/// Round 1: a small mobile network on gray crops, DTA + SNL, as `fer-train train` runs it.
-fn train_round_one(labeled: &Path, pool: &Path, run: &Path) {
-    let model = ModelConfig {
-        input_width: SIDE,
-        input_height: SIDE,
-        input_channels: 1,
-        ..ModelConfig::for_backbone(Backbone::Mobile)
-    };
-    let mut config = TrainConfig::for_model(model);
-    // FER2013 images are face crops and the board's detector is the whole frame: no margin.
-    config.preprocessing.crop_margin = 0.0;
-    config.data.labeled = LabeledSource::ImageFolder {
-        path: labeled.to_path_buf(),
-    };
-    config.data.unlabeled = vec![pool.to_path_buf()];
-    config.steps = 20;
-    config.labeled_batch = 8;
-    config.unlabeled_ratio = 2;
-    config.optimizer.warmup_steps = 2;
-    config.checkpoint_every = 0;
-    config.algorithm.ema_momentum = 0.99;
-    config.algorithm.dta_momentum = 0.99;
-    trainer::train::train(config, run, Progress::Hidden).unwrap();
 }
 
 /// `fer-edge run` on the board, over ssh, on the board's folder of frames.
@@ -133,18 +104,13 @@ fn whole_loop_over_ssh_on_fer2013_faces() {
     assert_eq!(subset(&fer_val, &frames, 5, 4, true), 28);
 
     let run = t.join("run");
-    train_round_one(&labeled, &pool, &run);
+    // Round 1 as `fer demo` trains it: DTA + SNL, a small mobile network on gray crops.
+    let round_one = tools::demo::face_crop_training(SIDE, &labeled, &pool, 20, 8);
+    trainer::train::train(round_one, &run, Progress::Hidden).unwrap();
 
     let key = t.join("keys/fer.key");
     expect_success(fer(&["keygen", "--out", s(&key)]));
-    let mut device = DeviceConfig::default();
-    device.device.id = "fer2013-board".into();
-    device.detector.kind = DetectorKind::None;
-    device.detector.model_file = String::new();
-    device.classifier.smoothing = 1.0;
-    device.field_log.directory = "field-log".into();
-    device.field_log.dedup_window_ms = 0;
-    device.field_log.max_records_per_minute = 0;
+    let device = tools::demo::face_crop_board("fer2013-board");
     let config = t.join("board.toml");
     std::fs::write(&config, toml::to_string(&device).unwrap()).unwrap();
 

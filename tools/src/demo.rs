@@ -221,14 +221,13 @@ fn make_data(options: &DemoOptions, layout: &Layout) -> Result<()> {
     std::fs::write(&done, b"").map_err(|e| Error::io("writing", &done, e))
 }
 
-/// The board's config: no detector (every frame is one face crop), no smoothing and no
-/// de-duplication (consecutive frames are different faces), the field log in the board folder.
-fn device_config(options: &DemoOptions) -> DeviceConfig {
+/// A board whose camera frames are already face crops (the demo's synthetic camera, a folder
+/// of FER2013 images): no detector (every frame is one face), no smoothing and no
+/// de-duplication (consecutive frames are different faces), the field log in the board's
+/// `field-log` folder.
+pub fn face_crop_board(device_id: &str) -> DeviceConfig {
     let mut device = DeviceConfig::default();
-    device.device.id = "demo-board".into();
-    device.device.name = "fer demo board (synthetic camera)".into();
-    device.camera.width = options.image_size;
-    device.camera.height = options.image_size;
+    device.device.id = device_id.into();
     device.detector.kind = DetectorKind::None;
     device.detector.model_file = String::new();
     device.classifier.smoothing = 1.0;
@@ -238,8 +237,23 @@ fn device_config(options: &DemoOptions) -> DeviceConfig {
     device
 }
 
-fn train_config(options: &DemoOptions, layout: &Layout) -> TrainConfig {
-    let side = options.image_size as usize;
+fn device_config(options: &DemoOptions) -> DeviceConfig {
+    let mut device = face_crop_board("demo-board");
+    device.device.name = "fer demo board (synthetic camera)".into();
+    device.camera.width = options.image_size;
+    device.camera.height = options.image_size;
+    device
+}
+
+/// A short DTA + SNL run (a few hundred steps) of a small mobile network on `side` x `side`
+/// gray face crops, for a [`face_crop_board`]: ImageFolder `labeled`, unlabeled `pool`.
+pub fn face_crop_training(
+    side: usize,
+    labeled: &Path,
+    pool: &Path,
+    steps: u64,
+    batch: usize,
+) -> TrainConfig {
     let model = ModelConfig {
         input_width: side,
         input_height: side,
@@ -250,13 +264,13 @@ fn train_config(options: &DemoOptions, layout: &Layout) -> TrainConfig {
     // Frames are face crops and the board's detector is the whole frame: no margin.
     config.preprocessing.crop_margin = 0.0;
     config.data.labeled = LabeledSource::ImageFolder {
-        path: layout.labeled.clone(),
+        path: labeled.to_path_buf(),
     };
-    config.data.unlabeled = vec![layout.pool.clone()];
-    config.steps = options.steps;
-    config.labeled_batch = options.batch;
+    config.data.unlabeled = vec![pool.to_path_buf()];
+    config.steps = steps;
+    config.labeled_batch = batch;
     config.unlabeled_ratio = 2;
-    config.optimizer.warmup_steps = (options.steps / 10).max(1);
+    config.optimizer.warmup_steps = (steps / 10).max(1);
     config.checkpoint_every = 0;
     // A few hundred steps instead of tens of thousands: faster teacher and threshold EMAs.
     config.algorithm.ema_momentum = 0.99;
@@ -460,7 +474,13 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
             options.steps, options.image_size, options.image_size
         );
         let summary = retrain::train_or_resume(
-            train_config(options, &layout),
+            face_crop_training(
+                options.image_size as usize,
+                &layout.labeled,
+                &layout.pool,
+                options.steps,
+                options.batch,
+            ),
             &layout.run,
             options.progress,
         )?;

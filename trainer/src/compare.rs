@@ -49,6 +49,12 @@ pub struct RunRow {
     pub backend: String,
 }
 
+/// A run's name in tables and legends: its folder name.
+fn run_name(dir: &Path) -> String {
+    dir.file_name()
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into())
+}
+
 fn budget_text(budget: &LabelBudget) -> String {
     match budget {
         LabelBudget::All => "all".into(),
@@ -77,9 +83,7 @@ pub fn read_run(dir: &Path) -> Result<RunRow> {
     })?;
     let m = &config.model;
     Ok(RunRow {
-        name: dir
-            .file_name()
-            .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into()),
+        name: run_name(dir),
         algorithm: config.algorithm.algorithm.name().into(),
         budget: budget_text(&config.data.budget),
         model: format!(
@@ -139,9 +143,7 @@ pub fn plot_accuracy(runs: &[PathBuf], path: &Path) -> Result<()> {
     for (k, dir) in runs.iter().enumerate() {
         let (_, evals) = plots::read_metrics(&dir.join("metrics.jsonl"))?;
         series.push(Series {
-            label: dir
-                .file_name()
-                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into()),
+            label: run_name(dir),
             colour: plots::class_colour(k),
             points: evals
                 .iter()

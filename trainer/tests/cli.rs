@@ -32,6 +32,37 @@ fn write_folder(root: &Path, per_class: usize) {
     }
 }
 
+/// `fer-train train` of a tiny network on `write_folder` data, `budget` labels per class.
+fn train_tiny(train: &Path, val: &Path, run: &Path, budget: &str, extra: &[&str]) -> Output {
+    let (train, val, run) = (path_str(train), path_str(val), path_str(run));
+    let mut args = vec![
+        "train",
+        "--data",
+        train,
+        "--val",
+        val,
+        "--run",
+        run,
+        "--width",
+        "4",
+        "--blocks",
+        "1,1",
+        "--input-size",
+        "16",
+        "--batch",
+        "4",
+        "--labels-per-class",
+        budget,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    fer_train(&args)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
 #[test]
 fn train_resume_eval_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,46 +73,17 @@ fn train_resume_eval_and_exit_codes() {
     );
     write_folder(&train, 6);
     write_folder(&val, 3);
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let args = |run: &Path, budget: &str, extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "train",
-            "--data",
-            &s(&train),
-            "--val",
-            &s(&val),
-            "--run",
-            &s(run),
-            "--width",
-            "4",
-            "--blocks",
-            "1,1",
-            "--input-size",
-            "16",
-            "--batch",
-            "4",
-            "--labels-per-class",
-            budget,
-            "--quiet",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        v.extend(extra.iter().map(|a| a.to_string()));
-        v
-    };
-    let run_cli = |v: Vec<String>| fer_train(&v.iter().map(String::as_str).collect::<Vec<_>>());
-    let out = run_cli(args(&run, "3", &["--steps", "4"]));
+    let out = train_tiny(&train, &val, &run, "3", &["--steps", "4"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("thresholds: bright"), "{}", text(&out));
     // Training again into the same folder is refused as bad input.
-    let out = run_cli(args(&run, "3", &["--steps", "4"]));
+    let out = train_tiny(&train, &val, &run, "3", &["--steps", "4"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let out = fer_train(&[
         "train",
         "--resume",
         "--run",
-        &s(&run),
+        path_str(&run),
         "--steps",
         "6",
         "--quiet",
@@ -92,7 +94,7 @@ fn train_resume_eval_and_exit_codes() {
         "{}",
         text(&out)
     );
-    let out = fer_train(&["eval", "--run", &s(&run), "--data", &s(&val)]);
+    let out = fer_train(&["eval", "--run", path_str(&run), "--data", path_str(&val)]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("images 6  accuracy"), "{}", text(&out));
 
@@ -100,13 +102,13 @@ fn train_resume_eval_and_exit_codes() {
     let out = fer_train(&[
         "train",
         "--data",
-        &s(&missing),
+        path_str(&missing),
         "--run",
-        &s(&dir.path().join("r2")),
+        path_str(&dir.path().join("r2")),
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("missing"), "{}", text(&out));
-    let out = run_cli(args(&dir.path().join("r3"), "9", &[]));
+    let out = train_tiny(&train, &val, &dir.path().join("r3"), "9", &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
         text(&out).contains("has 6 labeled images"),
@@ -114,7 +116,13 @@ fn train_resume_eval_and_exit_codes() {
         text(&out)
     );
     if !cfg!(feature = "cuda") {
-        let out = run_cli(args(&dir.path().join("r4"), "3", &["--backend", "cuda"]));
+        let out = train_tiny(
+            &train,
+            &val,
+            &dir.path().join("r4"),
+            "3",
+            &["--backend", "cuda"],
+        );
         assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     }
     let out = fer_train(&["train", "--algorithm", "mixmatch", "--run", "x"]);
@@ -152,47 +160,22 @@ fn compare_tables_finished_runs_and_refuses_unfinished_ones() {
     let d = dir.path();
     write_folder(&d.join("train"), 6);
     write_folder(&d.join("val"), 3);
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    for (name, extra) in [
+    for (name, flags) in [
         ("ours", vec![]),
         ("baseline", vec!["--algorithm", "supervised", "--no-lae"]),
     ] {
-        let mut args: Vec<String> = [
-            "train",
-            "--data",
-            &s(&d.join("train")),
-            "--val",
-            &s(&d.join("val")),
-            "--run",
-            &s(&d.join(name)),
-            "--width",
-            "4",
-            "--blocks",
-            "1,1",
-            "--input-size",
-            "16",
-            "--batch",
-            "4",
-            "--labels-per-class",
-            "3",
-            "--steps",
-            "3",
-            "--quiet",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let out = fer_train(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut extra = vec!["--steps", "3"];
+        extra.extend(flags);
+        let out = train_tiny(&d.join("train"), &d.join("val"), &d.join(name), "3", &extra);
         assert!(out.status.success(), "{}", text(&out));
     }
     let out_dir = d.join("cmp");
     let out = fer_train(&[
         "compare",
-        &s(&d.join("ours")),
-        &s(&d.join("baseline")),
+        path_str(&d.join("ours")),
+        path_str(&d.join("baseline")),
         "--out",
-        &s(&out_dir),
+        path_str(&out_dir),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -219,7 +202,7 @@ fn compare_tables_finished_runs_and_refuses_unfinished_ones() {
     assert_eq!((png.width(), png.height()), (900, 560));
 
     std::fs::create_dir_all(d.join("unfinished")).unwrap();
-    let out = fer_train(&["compare", &s(&d.join("unfinished"))]);
+    let out = fer_train(&["compare", path_str(&d.join("unfinished"))]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("not finished"), "{}", text(&out));
 }
