@@ -5,8 +5,9 @@
 #   bash scripts/cross-aarch64.sh [--release] [--with-tests]
 #
 #   --release      build with the release profile (what goes on a board)
-#   --with-tests   also run the edge library's frame-source and overlay tests (YUYV/MJPEG
-#                  decoding, synthetic faces, framebuffer packing, ...) on aarch64 under qemu
+#   --with-tests   also run the edge library's frame-source, synthetic-face, overlay and
+#                  display tests (YUYV/MJPEG decoding, synthetic faces, framebuffer packing,
+#                  ...) on aarch64 under qemu
 #
 # Needs the rustup target aarch64-unknown-linux-gnu and Debian/Ubuntu's gcc-aarch64-linux-gnu,
 # libc6-dev-arm64-cross, qemu-user and libclang-dev; .cargo/config.toml sets the linker, the
@@ -101,8 +102,8 @@ else
 fi
 
 if [ "$with_tests" = 1 ]; then
-    echo "== qemu: edge capture and overlay tests on aarch64"
-    cargo test -p edge --lib --target "$TARGET" "${build_flags[@]}" -- capture:: overlay::
+    echo "== qemu: edge capture, synthetic, overlay and display tests on aarch64"
+    cargo test -p edge --lib --target "$TARGET" "${build_flags[@]}" -- capture:: synthetic:: overlay:: display::
 fi
 
 echo "OK: fer-edge for $TARGET builds and runs under qemu"

@@ -12,7 +12,7 @@ RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
     cargo build -q --release --target "$host" --target-dir target/instrumented
-for t in segment_reader config_decoder; do
+for t in segment_reader framed_payload config_decoder; do
     mkdir -p "corpus/$t" "artifacts/$t"
     echo "== fuzzing $t for ${seconds}s"
     "target/instrumented/$host/release/$t" -max_total_time="$seconds" \
@@ -23,3 +23,8 @@ for t in segment_reader config_decoder; do
         exit 1
     fi
 done
+
+echo "== the collect path over the framed_payload corpus"
+cd ..
+FER_FUZZ_CORPUS="$PWD/fuzz/corpus/framed_payload" \
+    cargo test -q --workspace --test collect_corpus -- --nocapture 2>&1 | grep -E "corpus inputs|test result"

@@ -102,7 +102,7 @@ pub struct BenchReport {
 }
 
 fn resize(image: &ImageBuf, width: u32, height: u32) -> Result<ImageBuf> {
-    let rgb = crate::capture::rgb_image(image);
+    let rgb = crate::rgb_image(image);
     let out = image::imageops::resize(&rgb, width, height, image::imageops::FilterType::Triangle);
     ImageBuf::new(width, height, PixelFormat::Rgb8, out.into_raw())
         .map_err(|e| Error::invalid("resized image", e.to_string()))

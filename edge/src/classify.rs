@@ -6,15 +6,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use firmware_config::config::ClassifierConfig;
+use firmware_config::config::{ClassifierConfig, DetectorConfig};
 use firmware_config::flash;
+use firmware_config::image_folder::{ImageClass, list_image_folder};
 use firmware_config::manifest::ModelManifest;
-use firmware_config::preprocess::{FaceBox, ImageBuf, ImageView, crop_face};
+use firmware_config::preprocess::{FaceBox, ImageBuf, ImageView, board_crop};
 use serde::Serialize;
 use tract_onnx::prelude::*;
 
 use crate::detect::Detector;
 use crate::error::{Error, Result};
+use crate::margin::Framing;
 
 /// Faces beyond this many in one frame are classified in further batches.
 pub const MAX_BATCH: usize = 16;
@@ -70,6 +72,23 @@ pub fn read_manifest(path: &Path) -> Result<ModelManifest> {
     Ok(manifest)
 }
 
+/// Reads a manifest file and finds the model it describes: `model` if given, else the
+/// manifest's `model_file` beside the manifest.
+pub fn manifest_and_model(
+    manifest_path: &Path,
+    model: Option<&Path>,
+) -> Result<(ModelManifest, PathBuf)> {
+    let manifest = read_manifest(manifest_path)?;
+    let model = match model {
+        Some(model) => model.to_path_buf(),
+        None => manifest_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&manifest.model_file),
+    };
+    Ok((manifest, model))
+}
+
 /// A loaded expression classifier with its manifest and effective thresholds.
 pub struct Classifier {
     model_path: PathBuf,
@@ -79,6 +98,7 @@ pub struct Classifier {
     output_ix: usize,
     max_batch: Mutex<usize>,
     plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
+    crop_margin: f32,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -168,11 +188,12 @@ impl Classifier {
         let classifier = Self {
             model_path: model_path.to_path_buf(),
             model_bytes,
-            manifest,
             thresholds,
             output_ix,
             max_batch: Mutex::new(MAX_BATCH),
             plans: Mutex::new(HashMap::new()),
+            crop_margin: manifest.preprocessing.crop_margin,
+            manifest,
         };
         // Compile and run the one-face plan now, so a model that does not fit its manifest
         // fails at start-up rather than on the first face.
@@ -181,11 +202,29 @@ impl Classifier {
         Ok(classifier)
     }
 
-    /// Loads the manifest file `manifest_path` and the model named in it, beside it.
-    pub fn from_manifest_file(manifest_path: &Path, config: &ClassifierConfig) -> Result<Self> {
-        let manifest = read_manifest(manifest_path)?;
-        let dir = manifest_path.parent().unwrap_or(Path::new("."));
-        Self::load(&dir.join(&manifest.model_file), manifest, config)
+    /// Loads the manifest file `manifest_path` and its model: `model` if given, else the one
+    /// named in the manifest, beside it ([`manifest_and_model`]).
+    pub fn from_manifest_file(
+        manifest_path: &Path,
+        model: Option<&Path>,
+        config: &ClassifierConfig,
+    ) -> Result<Self> {
+        let (manifest, model) = manifest_and_model(manifest_path, model)?;
+        Self::load(&model, manifest, config)
+    }
+
+    /// Uses the margin measured for the board's detector (`fer-edge margin`, the config's
+    /// `detector.crop_margin`) instead of the manifest's, when there is one.
+    pub fn with_detector_margin(mut self, detector: &DetectorConfig) -> Self {
+        if let Some(margin) = detector.crop_margin {
+            self.crop_margin = margin;
+        }
+        self
+    }
+
+    /// The margin faces are cropped with: the detector's measured one, else the manifest's.
+    pub fn crop_margin(&self) -> f32 {
+        self.crop_margin
     }
 
     /// The manifest the model was loaded with.
@@ -295,18 +334,19 @@ impl Classifier {
         Ok(out)
     }
 
-    /// Crops every face of `frame` (square, with the manifest's margin) and classifies them
-    /// in one batch. Returns the crops (for the field log) and their classifications.
+    /// Crops every face of `frame` (square, with [`Classifier::crop_margin`]; a box that covers the
+    /// whole frame is the frame itself, see [`board_crop`]) and classifies them in one batch.
+    /// Returns the crops (for the field log) and their classifications.
     pub fn classify_faces(
         &self,
         frame: &ImageView<'_>,
         faces: &[FaceBox],
     ) -> Result<(Vec<ImageBuf>, Vec<Classification>)> {
-        let margin = self.manifest.preprocessing.crop_margin;
+        let margin = self.crop_margin;
         let crops = faces
             .iter()
             .map(|f| {
-                crop_face(frame, f, margin).map_err(|e| Error::invalid("face box", e.to_string()))
+                board_crop(frame, f, margin).map_err(|e| Error::invalid("face box", e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
         let views: Vec<ImageView<'_>> = crops.iter().map(ImageBuf::view).collect();
@@ -394,6 +434,9 @@ pub struct FolderReport {
     pub accuracy: f64,
     /// Mean of the per-class accuracies (robust to class imbalance).
     pub balanced_accuracy: f64,
+    /// Mean over the classes present of the F1 score (a face not found counts against its
+    /// class's recall).
+    pub macro_f1: f64,
     /// Images in which the detector found no face (counted as wrong).
     pub no_face: u64,
     /// Per class, in the manifest's class order (classes without a folder are left out).
@@ -402,77 +445,47 @@ pub struct FolderReport {
     pub confusion: Vec<Vec<u64>>,
 }
 
-/// The images of an ImageFolder (`root/<class>/*.{png,jpg,jpeg}`), each class's files sorted
-/// by name; classes are the sub-folder names, sorted.
-pub fn image_folder(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
-    let read = |dir: &Path| -> Result<Vec<PathBuf>> {
-        let mut entries = std::fs::read_dir(dir)
-            .map_err(|e| Error::io("listing", dir, e))?
-            .map(|e| {
-                e.map(|e| e.path())
-                    .map_err(|e| Error::io("listing", dir, e))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        entries.sort();
-        Ok(entries)
-    };
-    let mut classes = Vec::new();
-    for dir in read(root)?.into_iter().filter(|p| p.is_dir()) {
-        let images: Vec<PathBuf> = read(&dir)?
-            .into_iter()
-            .filter(|p| {
-                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
-                })
-            })
-            .collect();
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        classes.push((name, images));
-    }
-    if classes.iter().all(|(_, images)| images.is_empty()) {
-        return Err(Error::invalid(
-            format!("image folder {}", root.display()),
-            "no <class>/<image>.png|jpg found: expected one sub-folder per class",
-        ));
-    }
-    Ok(classes)
-}
-
 impl Classifier {
     /// Classifies every image of an ImageFolder whose class folders are named like the
     /// manifest's classes: detect (the best face), crop, preprocess, classify, just as on the
-    /// board. `per_class` caps the images taken from each class (the first ones by name).
+    /// board; `framing` says how an image reaches the detector (a face-crop folder with a
+    /// detector: placed in a camera-sized frame). `per_class` caps the images taken from each
+    /// class (the first ones by name).
     pub fn evaluate_folder(
         &self,
         detector: &Detector,
         root: &Path,
         per_class: Option<usize>,
+        framing: Framing,
     ) -> Result<FolderReport> {
         let names = &self.manifest.class_names;
         let n = names.len();
         let mut confusion = vec![vec![0u64; n]; n];
         let mut counts = vec![0u64; n];
         let mut no_face = 0;
-        for (class, images) in image_folder(root)? {
-            let truth = self.manifest.class_index(&class).ok_or_else(|| {
+        let classes = list_image_folder(root).map_err(|e| Error::io("listing", root, e))?;
+        if classes.iter().all(|c| c.images.is_empty()) {
+            return Err(Error::invalid(
+                format!("image folder {}", root.display()),
+                "no <class>/<image>.png|jpg found: expected one sub-folder per class",
+            ));
+        }
+        for ImageClass { name, images } in classes {
+            let truth = self.manifest.class_index(&name).ok_or_else(|| {
                 Error::invalid(
-                    format!("class folder {}", root.join(&class).display()),
-                    format!("{class:?} is not one of the model's classes {names:?}"),
+                    format!("class folder {}", root.join(&name).display()),
+                    format!("{name:?} is not one of the model's classes {names:?}"),
                 )
             })?;
             for path in images.iter().take(per_class.unwrap_or(usize::MAX)) {
                 let image = crate::load_image(path)?;
-                let view = image.view();
                 counts[truth] += 1;
-                let Some(best) = detector.detect(&view)?.into_iter().next() else {
+                let (frame, found) = framing.detect(detector, &image)?;
+                let Some(face) = found else {
                     no_face += 1;
                     continue;
                 };
-                let (_, result) = self.classify_faces(&view, &[best.face])?;
+                let (_, result) = self.classify_faces(&frame.view(), &[face])?;
                 confusion[truth][result[0].class_index] += 1;
             }
         }
@@ -487,6 +500,18 @@ impl Classifier {
             .collect();
         let images: u64 = counts.iter().sum();
         let correct: u64 = (0..n).map(|c| confusion[c][c]).sum();
+        let f1 = |c: usize| {
+            let tp = confusion[c][c] as f64;
+            let predicted: u64 = confusion.iter().map(|row| row[c]).sum();
+            let (p, r) = (tp / predicted.max(1) as f64, tp / counts[c] as f64);
+            if p + r > 0.0 {
+                2.0 * p * r / (p + r)
+            } else {
+                0.0
+            }
+        };
+        let present: Vec<usize> = (0..n).filter(|&c| counts[c] > 0).collect();
+        let macro_f1 = present.iter().map(|&c| f1(c)).sum::<f64>() / present.len().max(1) as f64;
         Ok(FolderReport {
             images,
             correct,
@@ -497,6 +522,7 @@ impl Classifier {
             },
             balanced_accuracy: per_class.iter().map(|c| c.accuracy).sum::<f64>()
                 / per_class.len().max(1) as f64,
+            macro_f1,
             no_face,
             per_class,
             confusion,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use firmware_config::exit_code;
+
 /// Everything that can go wrong on the board side. Every variant names the file or device it
 /// is about and, where there is one, says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,23 @@ impl Error {
         Self::Invalid {
             what: what.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// The exit code of the one table ([`firmware_config::exit_code`]) for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Image { .. }
+            | Self::Model { .. }
+            | Self::Cascade { .. }
+            | Self::Contract { .. }
+            | Self::Invalid { .. } => exit_code::BAD_INPUT,
+            Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                exit_code::BAD_INPUT
+            }
+            Self::Camera { .. } => exit_code::CAMERA,
+            Self::Bundle { .. } => exit_code::BUNDLE_REFUSED,
+            Self::Io { .. } | Self::FieldLog { .. } => exit_code::FAILURE,
         }
     }
 }

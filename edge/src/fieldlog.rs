@@ -16,29 +16,59 @@
 //!   [`FieldLogStats::paused`]; earlier records stay intact. Writing is retried every
 //!   [`DISK_FULL_RETRY_MS`].
 //! * At most `max_records_per_minute` records a minute (0: no limit), and a track at most once
-//!   per `dedup_window_ms`, both measured on the records' own timestamps.
+//!   per `dedup_window_ms`. These policies and the retry timers run on the monotonic clock
+//!   ([`Clock`]): a board without an RTC, or an NTP step backwards, cannot silence logging.
+//!   The per-track memory is bounded ([`MAX_TRACKS`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use firmware_config::config::FieldLogConfig;
 use firmware_config::record::FieldRecord;
 use firmware_config::segment::{self, SegmentHeader};
 use serde::Serialize;
 
+use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 
 /// File name prefix of segments.
 pub const SEGMENT_PREFIX: &str = "seg-";
 /// File name extension of segments.
 pub const SEGMENT_EXTENSION: &str = "ferlog";
-/// While paused by a full disk, writing is tried again after this long (record time).
+/// Appended to the name of a segment moved aside at start because it cannot be read.
+pub const DAMAGED_SUFFIX: &str = ".damaged";
+
+/// While paused by a full disk, writing is tried again after this long.
 pub const DISK_FULL_RETRY_MS: u64 = 60_000;
-/// While paused at the quota, the folder is measured again at most this often (record time),
-/// to notice segments that `fer collect` removed.
+/// While paused at the quota, the folder is measured again at most this often, to notice
+/// segments that `fer collect` removed.
 pub const QUOTA_RESCAN_MS: u64 = 10_000;
+/// The most tracks whose last record time is remembered for de-duplication; past it, tracks
+/// outside the window are forgotten first.
+pub const MAX_TRACKS: usize = 1024;
+
+/// Where the field log's policies (de-duplication, rate limit, retry timers) read the time.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// Milliseconds since this instant, from the monotonic clock: what a board uses.
+    Monotonic(Instant),
+    /// Milliseconds set by the caller (tests that step time).
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    fn now_ms(&self) -> u64 {
+        match self {
+            Self::Monotonic(start) => start.elapsed().as_millis() as u64,
+            Self::Manual(ms) => ms.load(Ordering::SeqCst),
+        }
+    }
+}
 
 /// What happened to one record handed to [`FieldLog::log`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,6 +90,12 @@ pub enum Outcome {
     QuotaFull,
     /// Paused: the disk is full.
     DiskFull,
+    /// Not a record the contract accepts (a non-finite probability from a broken model):
+    /// dropped and counted, so that inference goes on and the log stays readable.
+    Invalid,
+    /// The log folder failed (see [`FieldLog::log_or_pause`]): not acknowledged, logging
+    /// paused until a later record succeeds.
+    Failed,
 }
 
 /// Counters of a field log, reported by the pipeline.
@@ -67,6 +103,10 @@ pub enum Outcome {
 pub struct FieldLogStats {
     /// Records acknowledged.
     pub written: u64,
+    /// Records dropped because the contract refuses them ([`Outcome::Invalid`]).
+    pub invalid: u64,
+    /// Records not written because the log folder failed ([`Outcome::Failed`]).
+    pub failed: u64,
     /// Bytes of acknowledged records.
     pub written_bytes: u64,
     /// Records dropped as duplicates of their track.
@@ -87,6 +127,9 @@ pub struct FieldLogStats {
     pub quota_bytes: u64,
     /// Why logging is paused now, if it is.
     pub paused: Option<String>,
+    /// Unreadable segments (bad magic, a newer schema) renamed to `<name>.damaged` at start,
+    /// so that logging goes on; `fer collect --accept-damaged` clears them.
+    pub moved_aside: Vec<String>,
 }
 
 /// Fault injection for crash and disk-full tests: counts every byte written to segment files.
@@ -122,6 +165,7 @@ pub struct FieldLog {
     faults: Faults,
     bytes_written: u64,
     stats: FieldLogStats,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for FieldLog {
@@ -166,14 +210,13 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf, u64)>> {
     Ok(out)
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("syncing folder", dir, e))
-}
-
+/// A full disk or an exhausted quota (ENOSPC, EDQUOT): pause, retry later.
 fn is_enospc(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull
+    matches!(e.raw_os_error(), Some(28 | 122))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
 }
 
 impl FieldLog {
@@ -205,6 +248,7 @@ impl FieldLog {
             disk_full_since: None,
             quota_checked_at: None,
             faults,
+            clock: Clock::Monotonic(Instant::now()),
             bytes_written: 0,
             stats: FieldLogStats {
                 quota_bytes: config.quota_bytes,
@@ -233,12 +277,9 @@ impl FieldLog {
                 self.stats.repaired_bytes += bytes.len() as u64;
                 return sync_dir(&self.dir);
             }
-            Err(e) => {
-                return Err(Error::FieldLog {
-                    path: path.to_path_buf(),
-                    reason: format!("{e}; move the file out of the field-log folder to go on"),
-                });
-            }
+            // Not a segment this build can extend (a foreign file, a newer schema): moved
+            // aside, never deleted, so that logging and inference go on.
+            Err(e) => return self.move_aside(path, &e.to_string()),
         };
         if scan.sealed {
             return Ok(());
@@ -268,6 +309,18 @@ impl FieldLog {
         }
     }
 
+    fn move_aside(&mut self, path: &Path, reason: &str) -> Result<()> {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(DAMAGED_SUFFIX);
+        std::fs::rename(path, &aside).map_err(|e| Error::io("moving aside", path, e))?;
+        sync_dir(&self.dir)?;
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        self.stats.moved_aside.push(format!("{name}: {reason}"));
+        Ok(())
+    }
+
     /// Re-measures the folder (segments removed by a collector free quota).
     fn measure(&mut self) -> Result<()> {
         self.stats.used_bytes = list_segments(&self.dir)?.iter().map(|s| s.2).sum();
@@ -284,6 +337,27 @@ impl FieldLog {
         &self.stats
     }
 
+    /// Reads the policies' time from `clock` from now on.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// [`FieldLog::log`] for a running board: a failure of the log folder (not a full disk,
+    /// which pauses anyway) pauses logging, reported in [`FieldLogStats::paused`], instead of
+    /// stopping inference. Earlier records stay intact; the next record tries again.
+    pub fn log_or_pause(&mut self, record: &FieldRecord) -> Outcome {
+        match self.log(record) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.stats.failed += 1;
+                self.stats.paused = Some(format!(
+                    "{e}: logging paused, inference goes on; the next record tries again"
+                ));
+                Outcome::Failed
+            }
+        }
+    }
+
     /// Writes `record` unless it is a duplicate, over the rate limit, over the quota or the
     /// disk is full. Returns only after an acknowledged record is on disk (fsynced).
     ///
@@ -293,7 +367,7 @@ impl FieldLog {
         if !self.config.enabled {
             return Ok(Outcome::Disabled);
         }
-        let now = record.timestamp_ms;
+        let now = self.clock.now_ms();
         if let Some(&last) = self.last_by_track.get(&record.track_id)
             && now.saturating_sub(last) < u64::from(self.config.dedup_window_ms)
         {
@@ -320,8 +394,10 @@ impl FieldLog {
             self.disk_full_since = None;
             self.stats.paused = None;
         }
-        let frame = segment::encode_record(record)
-            .map_err(|e| Error::invalid("field record", e.to_string()))?;
+        let Ok(frame) = segment::encode_record(record) else {
+            self.stats.invalid += 1;
+            return Ok(Outcome::Invalid);
+        };
         let frame_len = frame.len() as u64;
         let rotate = match &self.current {
             Some(c) => {
@@ -330,7 +406,7 @@ impl FieldLog {
             None => true,
         };
         let header = if rotate {
-            Some(self.header_bytes(now)?)
+            Some(self.header_bytes(record.timestamp_ms)?)
         } else {
             None
         };
@@ -380,10 +456,36 @@ impl FieldLog {
         }
         self.stats.paused = None;
         self.recent.push_back(now);
-        self.last_by_track.insert(record.track_id, now);
+        self.remember_track(record.track_id, now);
         self.stats.written += 1;
         self.stats.written_bytes += frame_len;
         Ok(Outcome::Written { bytes: frame_len })
+    }
+
+    /// Notes when `track` was logged; the map never grows past [`MAX_TRACKS`].
+    fn remember_track(&mut self, track: u32, now: u64) {
+        if self.last_by_track.len() >= MAX_TRACKS && !self.last_by_track.contains_key(&track) {
+            let window = u64::from(self.config.dedup_window_ms);
+            self.last_by_track
+                .retain(|_, &mut at| now.saturating_sub(at) < window);
+            if self.last_by_track.len() >= MAX_TRACKS {
+                // All within the window: forget the oldest.
+                if let Some(oldest) = self
+                    .last_by_track
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(t, _)| *t)
+                {
+                    self.last_by_track.remove(&oldest);
+                }
+            }
+        }
+        self.last_by_track.insert(track, now);
+    }
+
+    /// Tracks remembered for de-duplication now (at most [`MAX_TRACKS`]).
+    pub fn remembered_tracks(&self) -> usize {
+        self.last_by_track.len()
     }
 
     fn disk_full(&mut self, now: u64) -> Outcome {

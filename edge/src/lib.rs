@@ -6,44 +6,33 @@
 //! `firmware_config`), per-face tracks with smoothed probabilities ([`track`]), overlays, and
 //! the crash-safe field log of low-confidence faces ([`fieldlog`]); [`pipeline`] ties them
 //! together and measures every stage, [`bench`] measures them alone.
+//!
+//! Frames come from [`capture`] (a camera, image files, or [`synthetic`] faces) and go to
+//! [`display`] (snapshots, the framebuffer). [`bundle`] verifies signed model bundles and
+//! switches the board's A/B slots; [`durable`] holds the writes that survive a power cut.
 
 pub mod bench;
 pub mod bundle;
 pub mod capture;
 pub mod classify;
 pub mod detect;
+pub mod display;
+pub mod durable;
 pub mod error;
 pub mod fieldlog;
+pub mod margin;
 pub mod overlay;
 pub mod pipeline;
+pub mod pixels;
+pub mod synthetic;
 pub mod track;
 
 pub use error::{Error, Result};
+pub use pixels::{load_image, rgb_image};
 
 use std::path::Path;
 
 use firmware_config::config::DeviceConfig;
-use firmware_config::preprocess::{ImageBuf, PixelFormat};
-
-/// Decodes a PNG or JPEG file: grayscale files stay one channel, everything else becomes RGB.
-pub fn load_image(path: &Path) -> Result<ImageBuf> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-    let decoded = image::load_from_memory(&bytes).map_err(|source| Error::Image {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let (format, width, height, pixels) = match decoded {
-        image::DynamicImage::ImageLuma8(g) => {
-            (PixelFormat::Gray8, g.width(), g.height(), g.into_raw())
-        }
-        other => {
-            let rgb = other.into_rgb8();
-            (PixelFormat::Rgb8, rgb.width(), rgb.height(), rgb.into_raw())
-        }
-    };
-    ImageBuf::new(width, height, format, pixels)
-        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))
-}
 
 /// Reads a device config: `*.toml` as TOML, anything else in flash encoding (`config.bin`).
 /// Every field is checked.

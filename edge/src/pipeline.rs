@@ -17,9 +17,10 @@ use serde::Serialize;
 use crate::capture::{CaptureStats, CaptureThread, Frame};
 use crate::classify::{Classification, Classifier};
 use crate::detect::Detector;
+use crate::display::Display;
 use crate::error::{Error, Result};
 use crate::fieldlog::{FieldLog, FieldLogStats, Outcome};
-use crate::overlay::{Display, FaceOverlay, draw_overlays};
+use crate::overlay::{FaceOverlay, draw_overlays};
 use crate::track::Tracker;
 
 /// The measured stages, in pipeline order.
@@ -334,20 +335,18 @@ impl Pipeline {
                 if !face.low_confidence {
                     continue;
                 }
-                let mut record = FieldRecord::new(
-                    frame.timestamp_ms,
-                    self.device_id.clone(),
-                    self.model_sha256,
-                    frame.seq,
-                    face.track_id,
-                    face.face,
-                    face.classification.probabilities.clone(),
+                let record = FieldRecord {
+                    timestamp_ms: frame.timestamp_ms,
+                    device_id: self.device_id.clone(),
+                    model_sha256: self.model_sha256,
+                    frame_seq: frame.seq,
+                    track_id: face.track_id,
+                    face: face.face,
+                    probabilities: face.classification.probabilities.clone(),
                     crop,
-                );
-                if self.store == StorePolicy::CropAndFrame {
-                    record.frame = Some(frame.image.clone());
-                }
-                face.logged = Some(log.log(&record)?);
+                    frame: (self.store == StorePolicy::CropAndFrame).then(|| frame.image.clone()),
+                };
+                face.logged = Some(log.log_or_pause(&record));
             }
         }
         let t_log = Instant::now();

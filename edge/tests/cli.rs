@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use edge::fieldlog::list_segments;
+use firmware_config::exit_code::{self, Program};
 use firmware_config::segment;
 
 fn fer_edge() -> Command {
@@ -43,6 +44,17 @@ fn detect_prints_the_astronaut_as_json() {
 }
 
 #[test]
+fn help_lists_the_exit_code_table() {
+    let out = fer_edge().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains(&exit_code::help(Program::Edge)),
+        "the exit-code table is missing from --help:\n{help}"
+    );
+}
+
+#[test]
 fn bad_input_gives_exit_code_3_and_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("corrupt.jpg");
@@ -53,7 +65,11 @@ fn bad_input_gives_exit_code_3_and_names_the_file() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::BAD_INPUT.into()),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("corrupt.jpg") && stderr.contains("cannot decode"),
         "{stderr}"
@@ -73,7 +89,11 @@ fn bad_input_gives_exit_code_3_and_names_the_file() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::BAD_INPUT.into()),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("manifest.json") && stderr.contains("schema version 7"),
         "{stderr}"
@@ -84,11 +104,11 @@ fn bad_input_gives_exit_code_3_and_names_the_file() {
         .arg(&corrupt)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(exit_code::BAD_INPUT.into()));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--model"));
 
     let out = fer_edge().args(["run", "--frames", "1"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(exit_code::BAD_INPUT.into()));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bundle"));
 }
 
@@ -147,7 +167,11 @@ fn missing_camera_gives_exit_code_4() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::CAMERA.into()),
+        "{stderr}"
+    );
     assert!(stderr.contains("/dev/video-none-here"), "{stderr}");
 }
 
@@ -217,14 +241,19 @@ fn the_systemd_unit_runs_a_command_line_fer_edge_accepts() {
         .collect();
     let out = fer_edge().args(&args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::BUNDLE_REFUSED.into()),
+        "{stderr}"
+    );
     assert!(stderr.contains("trusted.pub"), "{stderr}");
     let restart_prevented = unit
         .lines()
         .find_map(|l| l.strip_prefix("RestartPreventExitStatus="))
         .unwrap();
     assert_eq!(
-        restart_prevented, "3 5",
+        restart_prevented,
+        format!("{} {}", exit_code::BAD_INPUT, exit_code::BUNDLE_REFUSED),
         "the unit must not loop on a bad input or a refused bundle"
     );
 }
@@ -279,7 +308,7 @@ fn signed_peer_bundle(dir: &Path, model: &Path, log_dir: &Path) -> String {
         flash::encode_config(&config).unwrap(),
     )
     .unwrap();
-    edge::bundle::sign_dir(dir, &key).unwrap();
+    edge::bundle::sign_dir(dir, &key, 1).unwrap();
     public.to_hex()
 }
 
@@ -315,13 +344,20 @@ fn run_verifies_the_bundle_before_loading_it() {
 
     // Another key, then a tampered model: refused with exit code 5 before anything runs.
     let other = firmware_config::PublicKey([9; 32]).to_hex();
-    assert_eq!(run(&other).status.code(), Some(5));
+    assert_eq!(
+        run(&other).status.code(),
+        Some(exit_code::BUNDLE_REFUSED.into())
+    );
     let mut bytes = std::fs::read(bundle.join("model.onnx")).unwrap();
     let last_byte = bytes.len() - 1;
     bytes[last_byte] ^= 1;
     std::fs::write(bundle.join("model.onnx"), bytes).unwrap();
     let out = run(&trust);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::BUNDLE_REFUSED.into()),
+        "{stderr}"
+    );
     assert!(stderr.contains("model.onnx"), "{stderr}");
 }

@@ -9,7 +9,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
-use edge::fieldlog::{Faults, FieldLog, Outcome, list_segments};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use edge::fieldlog::{Clock, Faults, FieldLog, MAX_TRACKS, Outcome, list_segments};
 use firmware_config::Sha256Digest;
 use firmware_config::config::FieldLogConfig;
 use firmware_config::preprocess::{FaceBox, ImageBuf, PixelFormat};
@@ -40,21 +43,22 @@ fn record(i: u64) -> FieldRecord {
     let crop: Vec<u8> = (0..16 * 16)
         .map(|p| (p as u64 * 7 + i * 13) as u8)
         .collect();
-    FieldRecord::new(
-        1_000_000 + i * 1000,
-        "crash-board".into(),
-        Sha256Digest([i as u8; 32]),
-        i,
-        i as u32,
-        FaceBox {
+    FieldRecord {
+        timestamp_ms: 1_000_000 + i * 1000,
+        device_id: "crash-board".into(),
+        model_sha256: Sha256Digest([i as u8; 32]),
+        frame_seq: i,
+        track_id: i as u32,
+        face: FaceBox {
             x: i as f32,
             y: 2.0,
             width: 16.0,
             height: 16.0,
         },
-        vec![0.25, 0.25, 0.5 - i as f32 * 1e-3, i as f32 * 1e-3],
-        ImageBuf::new(16, 16, PixelFormat::Gray8, crop).unwrap(),
-    )
+        probabilities: vec![0.25, 0.25, 0.5 - i as f32 * 1e-3, i as f32 * 1e-3],
+        crop: ImageBuf::new(16, 16, PixelFormat::Gray8, crop).unwrap(),
+        frame: None,
+    }
 }
 
 /// The crash writer: logs the records, printing `ACK i` after each acknowledged one.
@@ -275,6 +279,8 @@ fn quota_pauses_until_segments_are_collected() {
     let dir = tmp.path().join("log");
     let cfg = config(&dir, 1024, 4096);
     let mut log = FieldLog::open(&cfg, "board").unwrap();
+    let clock = Arc::new(AtomicU64::new(0));
+    log.set_clock(Clock::Manual(clock.clone()));
     let mut i = 0;
     while matches!(log.log(&record(i)).unwrap(), Outcome::Written { .. }) {
         i += 1;
@@ -287,13 +293,9 @@ fn quota_pauses_until_segments_are_collected() {
     // `fer collect` removes the oldest sealed segment; the writer notices on its next rescan.
     let (_, oldest, _) = list_segments(&dir).unwrap().remove(0);
     std::fs::remove_file(oldest).unwrap();
-    let later = |j: u64| {
-        let mut r = record(j);
-        r.timestamp_ms += edge::fieldlog::QUOTA_RESCAN_MS;
-        r
-    };
+    clock.store(edge::fieldlog::QUOTA_RESCAN_MS, Ordering::SeqCst);
     assert!(matches!(
-        log.log(&later(refused_at)).unwrap(),
+        log.log(&record(refused_at)).unwrap(),
         Outcome::Written { .. }
     ));
     assert_eq!(log.stats().paused, None);
@@ -302,16 +304,20 @@ fn quota_pauses_until_segments_are_collected() {
 }
 
 #[test]
-fn rate_limit_and_per_track_dedup_use_record_time() {
+fn rate_limit_and_per_track_dedup_follow_the_monotonic_clock() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(&tmp.path().join("log"), 1 << 20, 1 << 22);
     cfg.max_records_per_minute = 3;
     cfg.dedup_window_ms = 5_000;
     let mut log = FieldLog::open(&cfg, "board").unwrap();
+    let clock = Arc::new(AtomicU64::new(0));
+    log.set_clock(Clock::Manual(clock.clone()));
+    // The record's own (wall-clock) time runs backwards here; only the monotonic one counts.
     let at = |track: u32, ms: u64| {
+        clock.store(ms, Ordering::SeqCst);
         let mut r = record(u64::from(track));
         r.track_id = track;
-        r.timestamp_ms = ms;
+        r.timestamp_ms = 1_000_000_000 - ms;
         r
     };
     assert!(matches!(
@@ -344,16 +350,106 @@ fn rate_limit_and_per_track_dedup_use_record_time() {
 }
 
 #[test]
-fn a_foreign_file_in_the_log_folder_is_a_clear_error() {
+fn a_foreign_or_newer_newest_segment_does_not_stop_logging() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("seg-0000000003.ferlog"), b"PK\x03\x04 a zip file").unwrap();
-    let err = FieldLog::open(&config(&dir, 4096, 16_000), "board")
-        .unwrap_err()
-        .to_string();
+    // A segment from a newer schema: right magic, a version this build does not know.
+    let mut newer = segment::MAGIC.to_vec();
+    newer.extend([0xff, 0x7f]);
+    std::fs::write(dir.join("seg-0000000001.ferlog"), &newer).unwrap();
+    let mut log = FieldLog::open(&config(&dir, 4096, 16_000), "board").unwrap();
+    assert!(matches!(
+        log.log(&record(1)).unwrap(),
+        Outcome::Written { .. }
+    ));
+    let stats = log.close().unwrap();
+    assert_eq!(stats.moved_aside.len(), 1, "{stats:?}");
     assert!(
-        err.contains("seg-0000000003.ferlog") && err.contains("magic"),
-        "{err}"
+        stats.moved_aside[0].contains("seg-0000000003.ferlog"),
+        "{stats:?}"
     );
+    // Nothing is deleted: the foreign file is kept beside the log, renamed.
+    assert_eq!(
+        std::fs::read(dir.join("seg-0000000003.ferlog.damaged")).unwrap(),
+        b"PK\x03\x04 a zip file"
+    );
+    // The new record went to a new segment after the one moved aside.
+    let new: Vec<_> = list_segments(&dir)
+        .unwrap()
+        .into_iter()
+        .filter(|(seq, _, _)| *seq > 3)
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    let scan = segment::read_segment(&std::fs::read(&new[0].1).unwrap()).unwrap();
+    assert_eq!(scan.records, vec![record(1)]);
+}
+
+#[test]
+fn a_nan_probability_from_a_broken_model_does_not_stop_logging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let mut log = FieldLog::open(&config(&dir, 1 << 20, 1 << 22), "board").unwrap();
+    let mut broken = record(1);
+    broken.probabilities[0] = f32::NAN;
+    assert_eq!(log.log(&broken).unwrap(), Outcome::Invalid);
+    assert!(matches!(
+        log.log(&record(2)).unwrap(),
+        Outcome::Written { .. }
+    ));
+    let stats = log.close().unwrap();
+    assert_eq!((stats.written, stats.invalid), (1, 1));
+    let (seqs, _) = read_back(&dir);
+    assert_eq!(seqs, BTreeSet::from([2]));
+}
+
+#[test]
+fn a_failing_log_folder_pauses_logging_instead_of_stopping_the_board() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let mut log = FieldLog::open(&config(&dir, 1 << 20, 1 << 22), "board").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(log.log_or_pause(&record(1)), Outcome::Failed);
+    assert!(log.stats().paused.is_some(), "{:?}", log.stats());
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(matches!(
+        log.log_or_pause(&record(2)),
+        Outcome::Written { .. }
+    ));
+    assert_eq!(log.stats().paused, None);
+    let stats = log.close().unwrap();
+    assert_eq!((stats.written, stats.failed), (1, 1));
+}
+
+#[test]
+fn a_wall_clock_stepping_back_does_not_silence_logging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(&tmp.path().join("log"), 1 << 20, 1 << 22);
+    cfg.dedup_window_ms = 5_000;
+    cfg.max_records_per_minute = 0;
+    let mut log = FieldLog::open(&cfg, "board").unwrap();
+    let clock = Arc::new(AtomicU64::new(0));
+    log.set_clock(Clock::Manual(clock.clone()));
+    // One track, a record every 6 s of real time, while the board's clock is stepped back an
+    // hour (NTP on a board without an RTC): every record is a new one.
+    for i in 0..5u64 {
+        clock.store(i * 6_000, Ordering::SeqCst);
+        let mut r = record(i);
+        r.track_id = 7;
+        r.timestamp_ms = 1_700_000_000_000 - i * 3_600_000;
+        assert!(
+            matches!(log.log(&r).unwrap(), Outcome::Written { .. }),
+            "record {i}"
+        );
+    }
+    // The per-track memory stays bounded however many tracks pass.
+    for track in 0..(MAX_TRACKS as u32 + 50) {
+        clock.store(40_000 + u64::from(track), Ordering::SeqCst);
+        let mut r = record(100);
+        r.track_id = 1000 + track;
+        log.log(&r).unwrap();
+        assert!(log.remembered_tracks() <= MAX_TRACKS);
+    }
+    log.close().unwrap();
 }

@@ -48,21 +48,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for seq in 0..5u8 {
         starts.push(file.len());
         let crop = ImageBuf::new(48, 48, PixelFormat::Gray8, vec![seq * 40; 48 * 48])?;
-        let record = FieldRecord::new(
-            header.created_ms + u64::from(seq) * 1000,
-            header.device_id.clone(),
-            Sha256Digest([0xab; 32]),
-            u64::from(seq) * 30,
-            u32::from(seq),
-            FaceBox {
+        let record = FieldRecord {
+            timestamp_ms: header.created_ms + u64::from(seq) * 1000,
+            device_id: header.device_id.clone(),
+            model_sha256: Sha256Digest([0xab; 32]),
+            frame_seq: u64::from(seq) * 30,
+            track_id: u32::from(seq),
+            face: FaceBox {
                 x: 100.0,
                 y: 60.0,
                 width: 90.0,
                 height: 110.0,
             },
-            vec![0.38, 0.02, 0.05, 0.31, 0.14, 0.06, 0.04],
+            probabilities: vec![0.38, 0.02, 0.05, 0.31, 0.14, 0.06, 0.04],
             crop,
-        );
+            frame: None,
+        };
         file.extend(segment::encode_record(&record)?);
     }
     file.extend(segment::encode_seal(5));

@@ -7,8 +7,9 @@
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
+use crate::preprocess::CROP_MARGIN_RANGE;
 use crate::{Error, PublicKey};
 
 /// Everything a board needs to run, apart from the model bundle itself.
@@ -116,11 +117,18 @@ pub struct DetectorConfig {
     /// Model file inside the bundle (ONNX for UltraFace, XML for a cascade).
     pub model_file: String,
     /// Minimum face score, in `[0, 1]`.
+    #[serde(serialize_with = "as_written")]
     pub score_threshold: f32,
     /// Boxes overlapping more than this IoU are merged by non-maximum suppression.
+    #[serde(serialize_with = "as_written")]
     pub nms_iou: f32,
     /// Faces smaller than this many pixels (shorter side) are ignored.
     pub min_face_size: u32,
+    /// The crop margin measured for this detector against the model's training crops
+    /// (`fer-edge margin`); when set it replaces the manifest's `preprocessing.crop_margin`.
+    /// Negative when the detector's boxes are larger than the training framing.
+    #[serde(serialize_with = "option_as_written")]
+    pub crop_margin: Option<f32>,
 }
 
 impl Default for DetectorConfig {
@@ -131,6 +139,7 @@ impl Default for DetectorConfig {
             score_threshold: 0.7,
             nms_iou: 0.3,
             min_face_size: 24,
+            crop_margin: None,
         }
     }
 }
@@ -143,6 +152,7 @@ pub struct ClassThreshold {
     /// Class name, as in the model manifest.
     pub class: String,
     /// A face whose top probability is below this is logged.
+    #[serde(serialize_with = "as_written")]
     pub threshold: f32,
 }
 
@@ -162,11 +172,13 @@ impl ClassThreshold {
 #[non_exhaustive]
 pub struct ClassifierConfig {
     /// Threshold for classes with neither an override here nor a trained threshold.
+    #[serde(serialize_with = "as_written")]
     pub default_threshold: f32,
     /// Overrides of the manifest's trained thresholds, by class name.
     pub class_thresholds: Vec<ClassThreshold>,
     /// Weight of the newest frame in a track's exponential moving average of probabilities,
     /// in `(0, 1]`; 1 disables smoothing.
+    #[serde(serialize_with = "as_written")]
     pub smoothing: f32,
 }
 
@@ -340,6 +352,28 @@ impl DeviceConfig {
                 "empty: name the detector file in the bundle, or set kind = \"none\"",
             ));
         }
+        if det.kind != DetectorKind::None && !crate::is_plain_file_name(&det.model_file) {
+            return Err(Error::invalid(
+                "detector.model_file",
+                alloc::format!(
+                    "{:?}: a plain file name in the bundle (letters, digits, '.', '_', '-'), \
+                     not a path",
+                    det.model_file
+                ),
+            ));
+        }
+        if let Some(margin) = det.crop_margin {
+            if !CROP_MARGIN_RANGE.contains(&margin) {
+                return Err(Error::invalid(
+                    "detector.crop_margin",
+                    alloc::format!(
+                        "{margin} is outside [{}, {}]",
+                        CROP_MARGIN_RANGE.start(),
+                        CROP_MARGIN_RANGE.end()
+                    ),
+                ));
+            }
+        }
         let cls = &self.classifier;
         unit_interval("classifier.default_threshold", cls.default_threshold)?;
         for (i, t) in cls.class_thresholds.iter().enumerate() {
@@ -365,10 +399,11 @@ impl DeviceConfig {
             if log.directory.is_empty() {
                 return Err(Error::invalid("field_log.directory", "empty"));
             }
-            if log.segment_bytes < 1024 {
+            let largest = crate::segment::MAX_SEGMENT_BYTES / 2;
+            if !(1024..=largest).contains(&log.segment_bytes) {
                 return Err(Error::invalid(
                     "field_log.segment_bytes",
-                    alloc::format!("{} is below the minimum of 1024", log.segment_bytes),
+                    alloc::format!("{} is outside [1024, {largest}]", log.segment_bytes),
                 ));
             }
             if log.quota_bytes < log.segment_bytes {
@@ -415,5 +450,27 @@ fn unit_interval(field: &str, value: f32) -> Result<(), Error> {
             field,
             alloc::format!("{value} is outside [0, 1]"),
         ))
+    }
+}
+
+/// [`as_written`] for an optional value (TOML leaves `None` out).
+fn option_as_written<S: Serializer>(value: &Option<f32>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) if serializer.is_human_readable() => as_written(v, serializer),
+        other => other.serialize(serializer),
+    }
+}
+
+/// Writes an f32 the way a person wrote it in text formats (TOML, JSON): `0.7`, not the
+/// `0.699999988079071` of its widening to f64. Binary formats (postcard) keep the four bytes.
+fn as_written<S: Serializer>(value: &f32, serializer: S) -> Result<S::Ok, S::Error> {
+    if serializer.is_human_readable() {
+        // The shortest decimal that reads back as this f32, read as an f64.
+        let shortest = alloc::format!("{value}")
+            .parse()
+            .unwrap_or(f64::from(*value));
+        serializer.serialize_f64(shortest)
+    } else {
+        serializer.serialize_f32(*value)
     }
 }

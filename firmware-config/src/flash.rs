@@ -13,15 +13,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::DeviceConfig;
-use crate::framing::check_crc;
+use crate::framing::{PREFIX_LEN, check_crc};
 use crate::manifest::ModelManifest;
-use crate::{Error, SCHEMA_VERSION, framing};
+use crate::{Error, framing};
 
 /// Magic of an encoded [`DeviceConfig`].
 pub const CONFIG_MAGIC: [u8; 4] = *b"FERC";
 /// Magic of an encoded [`ModelManifest`].
 pub const MANIFEST_MAGIC: [u8; 4] = *b"FERM";
-const HEADER_LEN: usize = 10;
+/// The prefix and the payload length (u32 LE).
+const HEADER_LEN: usize = PREFIX_LEN + 4;
 
 /// Encodes a config for flashing (after validating it).
 pub fn encode_config(config: &DeviceConfig) -> Result<Vec<u8>, Error> {
@@ -54,8 +55,7 @@ fn encode<T: Serialize>(magic: [u8; 4], value: &T, what: &'static str) -> Result
     let len =
         u32::try_from(payload.len()).map_err(|_| Error::invalid(what, "larger than 4 GiB"))?;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + 4);
-    out.extend_from_slice(&magic);
-    out.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+    framing::push_prefix(&mut out, magic);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&payload);
     let crc = framing::crc32(&out);
@@ -72,23 +72,7 @@ fn decode<T: DeserializeOwned>(
         needed,
         available: bytes.len(),
     };
-    if bytes.len() < 6 {
-        return Err(truncated(HEADER_LEN + 4));
-    }
-    let found = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    if found != magic {
-        return Err(Error::BadMagic {
-            expected: magic,
-            found,
-        });
-    }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != SCHEMA_VERSION {
-        return Err(Error::UnsupportedSchemaVersion {
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    framing::check_prefix(bytes, magic, HEADER_LEN + 4)?;
     if bytes.len() < HEADER_LEN {
         return Err(truncated(HEADER_LEN + 4));
     }

@@ -1,10 +1,49 @@
-//! Byte-level framing shared by [`crate::segment`] and [`crate::flash`]: CRC32 (IEEE, as zlib
-//! and Ethernet) and COBS (consistent overhead byte stuffing).
+//! Byte-level framing shared by [`crate::segment`] and [`crate::flash`]: the prefix both
+//! kinds of file start with (magic and schema version), CRC32 (IEEE, as zlib and Ethernet) and
+//! COBS (consistent overhead byte stuffing).
 //!
 //! A COBS frame contains no zero byte, so a zero ends it: after damage a reader skips to the
 //! next zero and carries on with the next intact frame.
 
 use alloc::vec::Vec;
+
+use crate::{Error, SCHEMA_VERSION};
+
+/// Bytes of the prefix every contract file starts with: magic (4) and schema version (u16 LE).
+pub const PREFIX_LEN: usize = 6;
+
+/// Appends the prefix: `magic`, then [`SCHEMA_VERSION`] as u16 LE.
+pub(crate) fn push_prefix(out: &mut Vec<u8>, magic: [u8; 4]) {
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+}
+
+/// Checks the prefix of `bytes`: the magic, then the schema version, so a newer layout is
+/// refused before it is misread. Bytes shorter than the prefix are [`Error::Truncated`],
+/// reporting `smallest`, the size of the smallest complete file of this kind.
+pub(crate) fn check_prefix(bytes: &[u8], magic: [u8; 4], smallest: usize) -> Result<(), Error> {
+    if bytes.len() < PREFIX_LEN {
+        return Err(Error::Truncated {
+            needed: smallest,
+            available: bytes.len(),
+        });
+    }
+    let found = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    if found != magic {
+        return Err(Error::BadMagic {
+            expected: magic,
+            found,
+        });
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != SCHEMA_VERSION {
+        return Err(Error::UnsupportedSchemaVersion {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
 
 const CRC_TABLE: [u32; 256] = crc_table();
 
@@ -93,9 +132,9 @@ pub(crate) fn with_crc(mut payload: Vec<u8>) -> Vec<u8> {
 }
 
 /// Splits `body` into payload and trailing CRC32 and checks it.
-pub(crate) fn check_crc(body: &[u8]) -> Result<&[u8], crate::Error> {
+pub(crate) fn check_crc(body: &[u8]) -> Result<&[u8], Error> {
     if body.len() < 4 {
-        return Err(crate::Error::Truncated {
+        return Err(Error::Truncated {
             needed: 4,
             available: body.len(),
         });
@@ -106,7 +145,7 @@ pub(crate) fn check_crc(body: &[u8]) -> Result<&[u8], crate::Error> {
     if stored == computed {
         Ok(payload)
     } else {
-        Err(crate::Error::CrcMismatch { stored, computed })
+        Err(Error::CrcMismatch { stored, computed })
     }
 }
 

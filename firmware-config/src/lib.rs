@@ -13,6 +13,9 @@
 //!   CRC32 each, so a reader resynchronises after damage and returns every intact record.
 //! * [`flash`]: the binary encoding of configs and manifests written to boards (magic, schema
 //!   version, length, postcard payload, CRC32).
+//! * [`exit_code`]: the exit codes of `fer`, `fer-edge` and `fer-train`, one table for all three.
+//! * `image_folder` (with the `std` feature): how labeled images lie on disk, and so the order
+//!   of the classes, which is the order of the model's outputs.
 //!
 //! `no_std` + `alloc`: microcontroller-class boards can read it too. It depends on serde and
 //! postcard only; CRC32 and COBS are implemented here (see [`framing`]).
@@ -35,8 +38,11 @@ extern crate std;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod exit_code;
 pub mod flash;
 pub mod framing;
+#[cfg(feature = "std")]
+pub mod image_folder;
 pub mod manifest;
 pub mod preprocess;
 pub mod record;
@@ -44,6 +50,25 @@ pub mod segment;
 
 pub use digest::{PublicKey, Sha256Digest};
 pub use error::Error;
+
+/// Whether `name` may name a file inside a bundle: letters, digits, `.`, `_` and `-`, not
+/// starting with `.`. No folders, no absolute paths: a name from a config or a manifest must
+/// never point outside the bundle, on the workstation that writes it nor on the board.
+///
+/// ```
+/// use firmware_config::is_plain_file_name;
+/// assert!(is_plain_file_name("detector.onnx"));
+/// for bad in ["", ".hidden", "../x", "/home/u/.bashrc", "a/b", "a b"] {
+///     assert!(!is_plain_file_name(bad), "{bad}");
+/// }
+/// ```
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
 
 /// The schema version this build writes and reads. A reader refuses any other version with
 /// [`Error::UnsupportedSchemaVersion`] rather than guessing at a layout it does not know.

@@ -4,172 +4,15 @@
 //! reads input size, channels, normalisation and class order from here and nowhere else.
 
 use alloc::string::{String, ToString};
-use alloc::vec;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, SCHEMA_VERSION, Sha256Digest};
 
-/// Colour channels the model takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ColorChannels {
-    /// One channel, luma (BT.601 from RGB).
-    #[default]
-    Gray,
-    /// Three channels, red, green, blue.
-    Rgb,
-}
-
-impl ColorChannels {
-    /// Number of channels.
-    pub const fn count(self) -> usize {
-        match self {
-            Self::Gray => 1,
-            Self::Rgb => 3,
-        }
-    }
-}
-
-/// Memory layout of the input tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum TensorLayout {
-    /// Batch, channels, height, width (our models).
-    #[default]
-    Nchw,
-    /// Batch, height, width, channels (Keras-style models such as the mini-Xception peer).
-    Nhwc,
-}
-
-/// How a face crop is resized to the input size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ResizeFilter {
-    /// Bilinear with half-pixel centres.
-    #[default]
-    Bilinear,
-    /// Nearest neighbour.
-    Nearest,
-}
-
-/// `x = (p * scale - mean[c]) / std[c]` for a pixel value `p` in 0..=255.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Normalization {
-    /// Applied to the raw 0..=255 value first (1/255 maps to 0..=1).
-    pub scale: f32,
-    /// Per-channel mean, one per input channel.
-    pub mean: Vec<f32>,
-    /// Per-channel standard deviation, one per input channel, non-zero.
-    pub std: Vec<f32>,
-}
-
-impl Normalization {
-    /// A normalisation.
-    pub fn new(scale: f32, mean: Vec<f32>, std: Vec<f32>) -> Self {
-        Self { scale, mean, std }
-    }
-}
-
-impl Default for Normalization {
-    /// Maps 0..=255 to -1..=1 for one channel.
-    fn default() -> Self {
-        Self {
-            scale: 1.0 / 255.0,
-            mean: vec![0.5],
-            std: vec![0.5],
-        }
-    }
-}
-
-/// Everything between a detected face and the model's input tensor.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Preprocessing {
-    /// Input width in pixels.
-    pub input_width: u32,
-    /// Input height in pixels.
-    pub input_height: u32,
-    /// Input channels.
-    pub channels: ColorChannels,
-    /// Tensor layout.
-    pub layout: TensorLayout,
-    /// The crop around a detected face grows by this fraction of its size on each side.
-    pub crop_margin: f32,
-    /// Resize filter.
-    pub resize: ResizeFilter,
-    /// Value normalisation.
-    pub normalization: Normalization,
-}
-
-impl Default for Preprocessing {
-    /// 64 x 64 grayscale, NCHW, bilinear, values in -1..=1, a 10% crop margin.
-    fn default() -> Self {
-        Self {
-            input_width: 64,
-            input_height: 64,
-            channels: ColorChannels::Gray,
-            layout: TensorLayout::Nchw,
-            crop_margin: 0.1,
-            resize: ResizeFilter::Bilinear,
-            normalization: Normalization::default(),
-        }
-    }
-}
-
-impl Preprocessing {
-    /// The input tensor shape for a batch of `batch`, in this layout.
-    pub fn input_shape(&self, batch: usize) -> [usize; 4] {
-        let (c, h, w) = (
-            self.channels.count(),
-            self.input_height as usize,
-            self.input_width as usize,
-        );
-        match self.layout {
-            TensorLayout::Nchw => [batch, c, h, w],
-            TensorLayout::Nhwc => [batch, h, w, c],
-        }
-    }
-
-    /// Checks sizes and that the normalisation has one non-zero std per channel.
-    pub fn validate(&self) -> Result<(), Error> {
-        if self.input_width == 0 || self.input_height == 0 {
-            return Err(Error::invalid(
-                "preprocessing.input_width/input_height",
-                "must be greater than 0",
-            ));
-        }
-        if !(0.0..=2.0).contains(&self.crop_margin) {
-            return Err(Error::invalid(
-                "preprocessing.crop_margin",
-                alloc::format!("{} is outside [0, 2]", self.crop_margin),
-            ));
-        }
-        let n = &self.normalization;
-        let c = self.channels.count();
-        if n.mean.len() != c || n.std.len() != c {
-            return Err(Error::invalid(
-                "preprocessing.normalization",
-                alloc::format!(
-                    "{} mean and {} std values for {c} channel(s)",
-                    n.mean.len(),
-                    n.std.len()
-                ),
-            ));
-        }
-        if n.std.iter().any(|s| *s == 0.0 || !s.is_finite()) || !n.scale.is_finite() {
-            return Err(Error::invalid(
-                "preprocessing.normalization.std",
-                "every std must be finite and non-zero",
-            ));
-        }
-        Ok(())
-    }
-}
+// A manifest carries its model's preprocessing; the types live beside their implementation.
+pub use crate::preprocess::{
+    ColorChannels, Normalization, Preprocessing, ResizeFilter, TensorLayout,
+};
 
 /// Numeric precision of a model file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -269,13 +112,20 @@ impl ModelManifest {
                 supported: SCHEMA_VERSION,
             });
         }
-        if self.model_file.is_empty() || self.model_file.contains('/') {
+        if !crate::is_plain_file_name(&self.model_file) {
             return Err(Error::invalid(
                 "model_file",
                 alloc::format!(
                     "{:?}: a plain file name beside the manifest",
                     self.model_file
                 ),
+            ));
+        }
+        let test_input = &self.self_test.input_file;
+        if !test_input.is_empty() && !crate::is_plain_file_name(test_input) {
+            return Err(Error::invalid(
+                "self_test.input_file",
+                alloc::format!("{test_input:?}: a plain file name beside the manifest"),
             ));
         }
         if self.input_name.is_empty() || self.output_name.is_empty() {

@@ -5,8 +5,7 @@
 //! model saw in training is exactly what it sees in the field.
 //!
 //! ```
-//! use firmware_config::manifest::Preprocessing;
-//! use firmware_config::preprocess::{ImageBuf, PixelFormat};
+//! use firmware_config::preprocess::{ImageBuf, PixelFormat, Preprocessing};
 //!
 //! let face = ImageBuf::new(48, 48, PixelFormat::Gray8, vec![128; 48 * 48])?;
 //! let input = Preprocessing::default().apply(&face.view())?;
@@ -14,11 +13,177 @@
 //! # Ok::<(), firmware_config::Error>(())
 //! ```
 
+use alloc::vec;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::manifest::{ColorChannels, Preprocessing, ResizeFilter, TensorLayout};
+
+/// Colour channels the model takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ColorChannels {
+    /// One channel, luma (BT.601 from RGB).
+    #[default]
+    Gray,
+    /// Three channels, red, green, blue.
+    Rgb,
+}
+
+impl ColorChannels {
+    /// Number of channels.
+    pub const fn count(self) -> usize {
+        match self {
+            Self::Gray => 1,
+            Self::Rgb => 3,
+        }
+    }
+}
+
+/// Memory layout of the input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TensorLayout {
+    /// Batch, channels, height, width (our models).
+    #[default]
+    Nchw,
+    /// Batch, height, width, channels (Keras-style models such as the mini-Xception peer).
+    Nhwc,
+}
+
+/// How a face crop is resized to the input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ResizeFilter {
+    /// Bilinear with half-pixel centres.
+    #[default]
+    Bilinear,
+    /// Nearest neighbour.
+    Nearest,
+}
+
+/// `x = (p * scale - mean[c]) / std[c]` for a pixel value `p` in 0..=255.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalization {
+    /// Applied to the raw 0..=255 value first (1/255 maps to 0..=1).
+    pub scale: f32,
+    /// Per-channel mean, one per input channel.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation, one per input channel, non-zero.
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// A normalisation.
+    pub fn new(scale: f32, mean: Vec<f32>, std: Vec<f32>) -> Self {
+        Self { scale, mean, std }
+    }
+}
+
+impl Default for Normalization {
+    /// Maps 0..=255 to -1..=1 for one channel.
+    fn default() -> Self {
+        Self {
+            scale: 1.0 / 255.0,
+            mean: vec![0.5],
+            std: vec![0.5],
+        }
+    }
+}
+
+/// Everything between a detected face and the model's input tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Preprocessing {
+    /// Input width in pixels.
+    pub input_width: u32,
+    /// Input height in pixels.
+    pub input_height: u32,
+    /// Input channels.
+    pub channels: ColorChannels,
+    /// Tensor layout.
+    pub layout: TensorLayout,
+    /// The crop around a detected face grows by this fraction of its size on each side.
+    pub crop_margin: f32,
+    /// Resize filter.
+    pub resize: ResizeFilter,
+    /// Value normalisation.
+    pub normalization: Normalization,
+}
+
+impl Default for Preprocessing {
+    /// 64 x 64 grayscale, NCHW, bilinear, values in -1..=1, a 10% crop margin.
+    fn default() -> Self {
+        Self {
+            input_width: 64,
+            input_height: 64,
+            channels: ColorChannels::Gray,
+            layout: TensorLayout::Nchw,
+            crop_margin: 0.1,
+            resize: ResizeFilter::Bilinear,
+            normalization: Normalization::default(),
+        }
+    }
+}
+
+impl Preprocessing {
+    /// The input tensor shape for a batch of `batch`, in this layout.
+    pub fn input_shape(&self, batch: usize) -> [usize; 4] {
+        let (c, h, w) = (
+            self.channels.count(),
+            self.input_height as usize,
+            self.input_width as usize,
+        );
+        match self.layout {
+            TensorLayout::Nchw => [batch, c, h, w],
+            TensorLayout::Nhwc => [batch, h, w, c],
+        }
+    }
+
+    /// Checks sizes and that the normalisation has one non-zero std per channel.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.input_width == 0 || self.input_height == 0 {
+            return Err(Error::invalid(
+                "preprocessing.input_width/input_height",
+                "must be greater than 0",
+            ));
+        }
+        if !CROP_MARGIN_RANGE.contains(&self.crop_margin) {
+            return Err(Error::invalid(
+                "preprocessing.crop_margin",
+                alloc::format!(
+                    "{} is outside [{}, {}]",
+                    self.crop_margin,
+                    CROP_MARGIN_RANGE.start(),
+                    CROP_MARGIN_RANGE.end()
+                ),
+            ));
+        }
+        let n = &self.normalization;
+        let c = self.channels.count();
+        if n.mean.len() != c || n.std.len() != c {
+            return Err(Error::invalid(
+                "preprocessing.normalization",
+                alloc::format!(
+                    "{} mean and {} std values for {c} channel(s)",
+                    n.mean.len(),
+                    n.std.len()
+                ),
+            ));
+        }
+        if n.std.iter().any(|s| *s == 0.0 || !s.is_finite()) || !n.scale.is_finite() {
+            return Err(Error::invalid(
+                "preprocessing.normalization.std",
+                "every std must be finite and non-zero",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// How the bytes of an image are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -108,6 +273,53 @@ impl ImageBuf {
         })
     }
 
+    /// An image from the 8-bit RGBA pixels an image decoder produced, by the one rule every
+    /// decoded file follows on both sides: an image without colour (`has_color` false: gray,
+    /// gray and alpha) stays [`PixelFormat::Gray8`] with its luma as stored; a colour image
+    /// stays [`PixelFormat::Rgb8`], and only [`Preprocessing`] turns it gray (BT.601), never
+    /// the decoder (the `image` crate's own conversion weighs channels by Rec. 709). Alpha is
+    /// dropped.
+    ///
+    /// ```
+    /// use firmware_config::preprocess::{ImageBuf, PixelFormat};
+    ///
+    /// let gray = ImageBuf::from_decoded_rgba(2, 1, false, &[9, 9, 9, 255, 7, 7, 7, 0])?;
+    /// assert_eq!((gray.format, gray.pixels), (PixelFormat::Gray8, vec![9, 7]));
+    /// let rgb = ImageBuf::from_decoded_rgba(1, 1, true, &[1, 2, 3, 4])?;
+    /// assert_eq!((rgb.format, rgb.pixels), (PixelFormat::Rgb8, vec![1, 2, 3]));
+    /// # Ok::<(), firmware_config::Error>(())
+    /// ```
+    pub fn from_decoded_rgba(
+        width: u32,
+        height: u32,
+        has_color: bool,
+        rgba: &[u8],
+    ) -> Result<Self, Error> {
+        let expected = (width as usize)
+            .checked_mul(height as usize)
+            .and_then(|n| n.checked_mul(4))
+            .unwrap_or(usize::MAX);
+        if rgba.len() != expected {
+            return Err(Error::invalid(
+                "decoded image",
+                alloc::format!(
+                    "{} RGBA bytes for {width}x{height}, expected {expected}",
+                    rgba.len()
+                ),
+            ));
+        }
+        let pixels = rgba.chunks_exact(4);
+        let (format, pixels) = if has_color {
+            (
+                PixelFormat::Rgb8,
+                pixels.flat_map(|p| [p[0], p[1], p[2]]).collect(),
+            )
+        } else {
+            (PixelFormat::Gray8, pixels.map(|p| p[0]).collect())
+        };
+        Self::new(width, height, format, pixels)
+    }
+
     /// Borrows the image.
     pub fn view(&self) -> ImageView<'_> {
         ImageView {
@@ -131,16 +343,24 @@ fn check_size(width: u32, height: u32, format: PixelFormat, len: usize) -> Resul
             alloc::format!("empty image ({width}x{height})"),
         ));
     }
-    let expected = width as usize * height as usize * format.channels();
-    if len != expected {
-        return Err(Error::invalid(
+    // Sizes come from the wire: a crafted width x height must not wrap (on 32-bit boards
+    // neither) into the length of a small buffer.
+    let expected = (width as usize)
+        .checked_mul(height as usize)
+        .and_then(|n| n.checked_mul(format.channels()));
+    match expected {
+        Some(expected) if expected == len => Ok(()),
+        Some(expected) => Err(Error::invalid(
             "image.pixels",
             alloc::format!(
                 "{len} bytes for a {width}x{height} {format:?} image, expected {expected}"
             ),
-        ));
+        )),
+        None => Err(Error::invalid(
+            "image",
+            alloc::format!("{width}x{height} {format:?} does not fit in memory"),
+        )),
     }
-    Ok(())
 }
 
 /// A face box in frame pixels: top-left corner and size.
@@ -170,14 +390,23 @@ impl FaceBox {
     }
 }
 
+/// The crop margins a manifest or a detector config may set. Below 0 the crop is smaller than
+/// the box (a detector whose boxes are looser than the training crops); -0.45 still keeps a
+/// tenth of the box.
+pub const CROP_MARGIN_RANGE: core::ops::RangeInclusive<f32> = -0.45..=2.0;
+
 /// Cuts a square crop around `face`, its side `max(width, height) * (1 + 2 * margin)`, centred
-/// on the box. Parts outside the frame repeat the nearest edge pixel, so the face stays centred
+/// on the box (`margin` is clamped to [`CROP_MARGIN_RANGE`]). Parts outside the frame repeat the nearest edge pixel, so the face stays centred
 /// at frame borders. The crop keeps the frame's pixel format.
 pub fn crop_face(frame: &ImageView<'_>, face: &FaceBox, margin: f32) -> Result<ImageBuf, Error> {
     if !(face.width > 0.0 && face.height > 0.0) {
         return Err(Error::invalid("face", alloc::format!("empty box {face:?}")));
     }
-    let side = round(face.width.max(face.height) * (1.0 + 2.0 * margin.max(0.0))).max(1);
+    let side = round(
+        face.width.max(face.height)
+            * (1.0 + 2.0 * margin.clamp(*CROP_MARGIN_RANGE.start(), *CROP_MARGIN_RANGE.end())),
+    )
+    .max(1);
     let (cx, cy) = (face.x + face.width / 2.0, face.y + face.height / 2.0);
     let x0 = round(cx - side as f32 / 2.0);
     let y0 = round(cy - side as f32 / 2.0);
@@ -193,6 +422,24 @@ pub fn crop_face(frame: &ImageView<'_>, face: &FaceBox, margin: f32) -> Result<I
         }
     }
     ImageBuf::new(side, side, frame.format, pixels)
+}
+
+/// The crop a board classifies for `face`: the frame itself when the box covers the whole
+/// frame, else [`crop_face`] with `margin`. "No detector" means the image already is the face
+/// in the framing the model was trained on (a folder of face crops, a camera framed on one
+/// face), so it is not padded or squared: a 10% margin on 48x48 FER2013 crops shrank every face
+/// and cost 5 points of accuracy on the board that the trainer never saw.
+pub fn board_crop(frame: &ImageView<'_>, face: &FaceBox, margin: f32) -> Result<ImageBuf, Error> {
+    let whole = FaceBox {
+        x: 0.0,
+        y: 0.0,
+        width: frame.width as f32,
+        height: frame.height as f32,
+    };
+    if *face == whole {
+        return ImageBuf::new(frame.width, frame.height, frame.format, frame.data.to_vec());
+    }
+    crop_face(frame, face, margin)
 }
 
 impl Preprocessing {
@@ -302,8 +549,6 @@ fn bilinear(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Normalization;
-    use alloc::vec;
 
     fn gray(width: u32, height: u32, f: impl Fn(u32, u32) -> u8) -> ImageBuf {
         let mut px = Vec::new();
@@ -420,6 +665,28 @@ mod tests {
         assert_eq!(&crop.pixels[8..12], &[10, 11, 12, 13]);
         let wide = crop_face(&frame.view(), &face, 0.25).unwrap();
         assert_eq!(wide.width, 6);
+    }
+
+    #[test]
+    fn the_whole_frame_is_its_own_crop_whatever_the_margin() {
+        let frame = gray(6, 4, |x, y| (y * 6 + x) as u8);
+        let whole = FaceBox {
+            x: 0.0,
+            y: 0.0,
+            width: 6.0,
+            height: 4.0,
+        };
+        let crop = board_crop(&frame.view(), &whole, 0.1).unwrap();
+        assert_eq!(crop, frame, "not squared, not padded");
+        // Any other box is cut with the margin, as crop_face does.
+        let part = FaceBox {
+            width: 4.0,
+            ..whole
+        };
+        assert_eq!(
+            board_crop(&frame.view(), &part, 0.25).unwrap(),
+            crop_face(&frame.view(), &part, 0.25).unwrap()
+        );
     }
 
     #[test]

@@ -25,14 +25,18 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::framing::{check_crc, cobs_decode, cobs_frame, with_crc};
+use crate::Error;
+use crate::framing::{check_crc, check_prefix, cobs_decode, cobs_frame, push_prefix, with_crc};
 use crate::record::FieldRecord;
-use crate::{Error, SCHEMA_VERSION};
 
 /// The first bytes of every segment file.
 pub const MAGIC: [u8; 4] = *b"FERL";
+/// The largest segment a reader accepts: `field_log.segment_bytes` is at most half of it, and
+/// one record (a crop and a frame) fits in the other half. A workstation never downloads or
+/// reads more than this from a board.
+pub const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 /// Bytes before the header frame: magic and schema version.
-pub const PREFIX_LEN: usize = 6;
+pub use crate::framing::PREFIX_LEN;
 
 /// Who wrote a segment, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,18 +65,14 @@ enum Entry {
 /// The magic, schema version and header frame that open a segment file.
 pub fn encode_header(header: &SegmentHeader) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+    push_prefix(&mut out, MAGIC);
     out.extend(frame(header, "segment header")?);
     Ok(out)
 }
 
 /// One record as a self-delimiting frame, to append to a segment.
 pub fn encode_record(record: &FieldRecord) -> Result<Vec<u8>, Error> {
-    record.crop.validate()?;
-    if let Some(frame) = &record.frame {
-        frame.validate()?;
-    }
+    record.validate()?;
     frame(&EntryRef::Record(record), "field record")
 }
 
@@ -84,7 +84,13 @@ pub fn encode_seal(records: u64) -> Vec<u8> {
 
 fn frame<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, Error> {
     let payload = postcard::to_allocvec(value).map_err(|e| Error::malformed(what, e))?;
-    Ok(cobs_frame(&with_crc(payload)))
+    Ok(frame_payload(payload))
+}
+
+/// Frames any payload the way records are framed (CRC, then COBS), whatever it holds: lets
+/// fuzzers and tests reach the decoder behind the CRC with bytes no writer would produce.
+pub fn frame_payload(payload: Vec<u8>) -> Vec<u8> {
+    cobs_frame(&with_crc(payload))
 }
 
 /// A stretch of a segment that did not decode.
@@ -128,26 +134,7 @@ impl SegmentScan {
 /// Fails only where the file cannot be read at all: fewer than [`PREFIX_LEN`] bytes, another
 /// magic, or another schema version. Everything else is reported in [`SegmentScan::skipped`].
 pub fn read_segment(bytes: &[u8]) -> Result<SegmentScan, Error> {
-    if bytes.len() < PREFIX_LEN {
-        return Err(Error::Truncated {
-            needed: PREFIX_LEN,
-            available: bytes.len(),
-        });
-    }
-    let found = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    if found != MAGIC {
-        return Err(Error::BadMagic {
-            expected: MAGIC,
-            found,
-        });
-    }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != SCHEMA_VERSION {
-        return Err(Error::UnsupportedSchemaVersion {
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    check_prefix(bytes, MAGIC, PREFIX_LEN)?;
     let mut scan = SegmentScan {
         header: None,
         records: Vec::new(),
@@ -198,10 +185,7 @@ fn accept(scan: &mut SegmentScan, entry: Entry) -> Result<(), Error> {
     }
     match entry {
         Entry::Record(record) => {
-            record.crop.validate()?;
-            if let Some(frame) = &record.frame {
-                frame.validate()?;
-            }
+            record.validate()?;
             scan.records.push(record);
         }
         Entry::Seal { records } => {

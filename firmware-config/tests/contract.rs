@@ -49,7 +49,7 @@ fn device_config() -> impl Strategy<Value = DeviceConfig> {
         ),
         (
             any::<bool>(),
-            1024u64..1 << 30,
+            1024u64..=segment::MAX_SEGMENT_BYTES / 2,
             any::<u32>(),
             any::<u32>(),
             any::<bool>(),
@@ -201,24 +201,21 @@ fn record() -> impl Strategy<Value = FieldRecord> {
         image(),
         prop::option::of(image()),
     )
-        .prop_map(|(meta, b, probs, crop, frame)| {
-            let mut r = FieldRecord::new(
-                meta.0,
-                meta.1,
-                Sha256Digest(meta.2),
-                meta.3,
-                meta.4,
-                FaceBox {
-                    x: b.0,
-                    y: b.1,
-                    width: b.2,
-                    height: b.3,
-                },
-                probs,
-                crop,
-            );
-            r.frame = frame;
-            r
+        .prop_map(|(meta, b, probs, crop, frame)| FieldRecord {
+            timestamp_ms: meta.0,
+            device_id: meta.1,
+            model_sha256: Sha256Digest(meta.2),
+            frame_seq: meta.3,
+            track_id: meta.4,
+            face: FaceBox {
+                x: b.0,
+                y: b.1,
+                width: b.2,
+                height: b.3,
+            },
+            probabilities: probs,
+            crop,
+            frame,
         })
 }
 
@@ -268,21 +265,22 @@ proptest! {
 }
 
 fn small_record(seq: u64) -> FieldRecord {
-    FieldRecord::new(
-        1_700_000_000_000 + seq,
-        "board-1".into(),
-        Sha256Digest([7; 32]),
-        seq,
-        seq as u32 % 3,
-        FaceBox {
+    FieldRecord {
+        timestamp_ms: 1_700_000_000_000 + seq,
+        device_id: "board-1".into(),
+        model_sha256: Sha256Digest([7; 32]),
+        frame_seq: seq,
+        track_id: seq as u32 % 3,
+        face: FaceBox {
             x: 10.0,
             y: 20.0,
             width: 30.0,
             height: 30.0,
         },
-        vec![0.4, 0.35, 0.25],
-        ImageBuf::new(2, 2, PixelFormat::Gray8, vec![0, 1, 255, 128]).unwrap(),
-    )
+        probabilities: vec![0.4, 0.35, 0.25],
+        crop: ImageBuf::new(2, 2, PixelFormat::Gray8, vec![0, 1, 255, 128]).unwrap(),
+        frame: None,
+    }
 }
 
 #[test]
@@ -499,4 +497,73 @@ fn valid_manifest() -> ModelManifest {
         class_thresholds: vec![0.7, 0.8],
         ..ModelManifest::default()
     }
+}
+
+/// A record framed with a correct CRC as a hostile board would write it: the entry's variant
+/// (0: a record) and the record, whatever it holds.
+fn crafted_segment(record: &FieldRecord) -> Vec<u8> {
+    let mut file = segment_bytes(&[small_record(0)], false);
+    let mut payload = vec![0u8];
+    payload.extend(postcard::to_allocvec(record).unwrap());
+    file.extend(segment::frame_payload(payload));
+    file.extend(segment::encode_record(&small_record(1)).unwrap());
+    file
+}
+
+#[test]
+fn a_record_whose_crafted_size_wraps_is_skipped_not_accepted() {
+    // 4294853786 x 1431693603 x 3 wraps to 41258 in 64-bit (and 32-bit) arithmetic.
+    let mut hostile = small_record(9);
+    hostile.crop = ImageBuf {
+        width: 4_294_853_786,
+        height: 1_431_693_603,
+        format: PixelFormat::Rgb8,
+        pixels: vec![0; 41_258],
+    };
+    assert!(hostile.crop.validate().is_err());
+    let scan = segment::read_segment(&crafted_segment(&hostile)).unwrap();
+    assert_eq!(
+        scan.records.iter().map(|r| r.frame_seq).collect::<Vec<_>>(),
+        [0, 1],
+        "the good records around it are kept"
+    );
+    assert_eq!(scan.skipped.len(), 1, "{:?}", scan.skipped);
+    assert!(segment::encode_record(&hostile).is_err());
+}
+
+#[test]
+fn a_record_with_a_non_finite_number_is_skipped_not_accepted() {
+    let mut nan_probability = small_record(9);
+    nan_probability.probabilities[1] = f32::NAN;
+    let mut infinite_box = small_record(9);
+    infinite_box.face.width = f32::INFINITY;
+    for hostile in [nan_probability, infinite_box] {
+        let scan = segment::read_segment(&crafted_segment(&hostile)).unwrap();
+        assert_eq!(scan.records.len(), 2, "{:?}", scan.skipped);
+        assert_eq!(scan.skipped.len(), 1);
+        assert!(segment::encode_record(&hostile).is_err());
+    }
+}
+
+#[test]
+fn a_config_or_manifest_naming_a_path_outside_the_bundle_is_refused() {
+    for bad in [
+        "/home/u/.bashrc",
+        "../detector.onnx",
+        "sub/detector.onnx",
+        ".hidden",
+    ] {
+        let mut config = DeviceConfig::default();
+        config.detector.model_file = bad.into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("detector.model_file"), "{bad}: {err}");
+        let mut manifest = valid_manifest();
+        manifest.self_test.input_file = bad.into();
+        let err = manifest.validate().unwrap_err().to_string();
+        assert!(err.contains("self_test.input_file"), "{bad}: {err}");
+    }
+    let mut none = DeviceConfig::default();
+    none.detector.kind = DetectorKind::None;
+    none.detector.model_file = String::new();
+    none.validate().unwrap();
 }

@@ -41,16 +41,17 @@ fn board_writes(dir: &Path, count: u32, first_ms: u64) -> BTreeSet<String> {
             width: 48.0,
             height: 48.0,
         };
-        let record = FieldRecord::new(
-            first_ms + u64::from(i) * 40,
-            "lab-board-1".into(),
-            Sha256Digest([9; 32]),
-            u64::from(i),
-            i % 3,
+        let record = FieldRecord {
+            timestamp_ms: first_ms + u64::from(i) * 40,
+            device_id: "lab-board-1".into(),
+            model_sha256: Sha256Digest([9; 32]),
+            frame_seq: u64::from(i),
+            track_id: i % 3,
             face,
-            vec![0.4, 0.35, 0.25],
+            probabilities: vec![0.4, 0.35, 0.25],
             crop,
-        );
+            frame: None,
+        };
         if let Outcome::Written { .. } = log.log(&record).unwrap() {
             ids.insert(collect::record_id(&record).unwrap());
         }

@@ -8,9 +8,9 @@ use std::process::{Command, Output};
 
 use edge::bundle::{self, BoardRoot};
 use edge::classify::Classifier;
-use firmware_config::Sha256Digest;
 use firmware_config::config::{DetectorKind, DeviceConfig};
 use firmware_config::manifest::ModelManifest;
+use firmware_config::{Sha256Digest, exit_code};
 use sha2::{Digest, Sha256};
 use tests::{Sshd, expect_success, fer};
 
@@ -52,12 +52,12 @@ fn export_dir(dir: &Path, model: &Path, run_id: &str, wrong: bool) {
     .unwrap();
 }
 
-/// Asserts `fer` failed with exit code 3 (refused) and its message contains `needle`.
+/// Asserts `fer` failed because the bundle was refused and its message contains `needle`.
 fn refused(out: Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
-        Some(3),
+        Some(exit_code::BUNDLE_REFUSED.into()),
         "expected a refusal, got: {stderr}"
     );
     assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
@@ -138,7 +138,7 @@ fn fixture() -> Option<Fixture> {
         toml::from_str(&std::fs::read_to_string(foreign.join("config.toml")).unwrap()).unwrap();
     config.signing_public_key = Some(attacker.public_key);
     bundle::write_metadata(&foreign, &manifest, &config).unwrap();
-    bundle::sign_dir(&foreign, &attacker_key).unwrap();
+    bundle::sign_dir(&foreign, &attacker_key, bundle::version_now()).unwrap();
 
     let failing = bundles.pop().unwrap();
     let good = [bundles.remove(0), bundles.remove(0)];
@@ -168,10 +168,11 @@ fn flash_story(
     extra: &[String],
     board_side_activate: &dyn Fn(&Path) -> String,
 ) {
+    let public = tools::keys::public_path(&f.key);
     let flash = |bundle: &Path, init: bool| {
         let mut args = vec!["flash", "--board", address, "--bundle", s(bundle)];
         if init {
-            args.push("--init-trust");
+            args.extend(["--trust", s(&public)]);
         }
         args.extend(extra.iter().map(String::as_str));
         fer(&args)
@@ -274,16 +275,17 @@ fn board_logs(dir: &Path, count: u32) -> Vec<String> {
             width: 8.0,
             height: 8.0,
         };
-        let record = firmware_config::record::FieldRecord::new(
-            1_780_000_000_000 + u64::from(i),
-            "lab-board-1".into(),
-            Sha256Digest([1; 32]),
-            u64::from(i),
-            i,
+        let record = firmware_config::record::FieldRecord {
+            timestamp_ms: 1_780_000_000_000 + u64::from(i),
+            device_id: "lab-board-1".into(),
+            model_sha256: Sha256Digest([1; 32]),
+            frame_seq: u64::from(i),
+            track_id: i,
             face,
-            vec![0.2; 7],
+            probabilities: vec![0.2; 7],
             crop,
-        );
+            frame: None,
+        };
         log.log(&record).unwrap();
         ids.push(tools::collect::record_id(&record).unwrap());
     }
@@ -317,6 +319,28 @@ fn flash_to_a_board_folder() {
         "z",
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+
+    // A new board takes its trust from the key it is given, never from the bundle: a
+    // swapped bundle folder is refused and the board trusts the fleet key.
+    let new_board = f.root.with_file_name("new-board");
+    let public = tools::keys::public_path(&f.key);
+    let address = format!("dir:{}", new_board.display());
+    refused(
+        fer(&[
+            "flash",
+            "--board",
+            &address,
+            "--bundle",
+            s(&f.foreign),
+            "--trust",
+            s(&public),
+        ]),
+        "signed by key",
+    );
+    assert_eq!(
+        BoardRoot::open(&new_board).unwrap().trusted_key().unwrap(),
+        tools::keys::load_public(s(&public)).unwrap()
+    );
 }
 
 #[test]
@@ -344,7 +368,7 @@ fn flash_over_ssh_with_the_board_side_in_fer_edge() {
         .args(&unknown_host)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(out.status.code(), Some(exit_code::REMOTE.into()));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Host key verification failed"), "{err}");
 

@@ -3,14 +3,18 @@
 //! side runs `fer-edge bundle ...` and files move with `scp`.
 //!
 //! The system `ssh` and `scp` are used so that `~/.ssh/config`, agents and `known_hosts`
-//! apply. Host keys are always checked: `--ssh-option` only passes options through.
+//! apply. Host keys are always checked: every call passes `StrictHostKeyChecking=yes` first
+//! (ssh keeps the first value it is given) and `--ssh-option` refuses options that would
+//! weaken it. Add a board's host key to `known_hosts` before the first contact
+//! (`ssh-keyscan -H host >> ~/.ssh/known_hosts`, after checking its fingerprint).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use edge::bundle::{self, Activation, BoardRoot, StatusReport};
 use firmware_config::PublicKey;
+use firmware_config::exit_code;
 
 use crate::error::{Error, Result};
 
@@ -39,9 +43,6 @@ pub struct SshBoard {
     /// The `fer-edge` program on the board (a name on its PATH or an absolute path).
     pub agent: String,
 }
-
-/// The exit code of `fer-edge` when it refuses a bundle.
-pub const FER_EDGE_REFUSED: i32 = 5;
 
 /// Quotes one word for a POSIX shell (the remote login shell sees ssh's command as text).
 pub fn shell_quote(word: &str) -> String {
@@ -90,17 +91,62 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<String> {
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(input.as_bytes()).map_err(not_started)?;
     }
-    let output: Output = child.wait_with_output().map_err(not_started)?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    // A hostile or broken board must not exhaust the workstation: both streams are read up to
+    // a cap; stderr's excess is drained (so the command cannot block on it), stdout's excess
+    // stops the command.
+    let stderr = child.stderr.take();
+    let errors = std::thread::spawn(move || {
+        stderr
+            .map(|s| read_capped(s, MAX_STDERR, true))
+            .unwrap_or_default()
+    });
+    let (stdout, overflow) = child
+        .stdout
+        .take()
+        .map(|s| read_capped(s, MAX_STDOUT, false))
+        .unwrap_or_default();
+    if overflow {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(not_started)?;
+    let (stderr, _) = errors.join().unwrap_or_default();
+    if overflow {
+        return Err(Error::Command {
+            command: line,
+            status: "too much output".into(),
+            code: None,
+            stderr: format!("more than {MAX_STDOUT} bytes on stdout: stopped"),
+        });
+    }
+    if status.success() {
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
     } else {
         Err(Error::Command {
             command: line,
-            status: output.status.to_string(),
-            code: output.status.code(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            status: status.to_string(),
+            code: status.code(),
+            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
         })
     }
+}
+
+/// The most a board command may print: a status report or a listing of segments is a few KiB.
+const MAX_STDOUT: u64 = 4 << 20;
+/// The most of a board command's errors kept.
+const MAX_STDERR: u64 = 64 << 10;
+
+/// Up to `cap` bytes of `stream`, and whether it held more; `drain` reads (and drops) the rest.
+fn read_capped(stream: impl std::io::Read, cap: u64, drain: bool) -> (Vec<u8>, bool) {
+    use std::io::Read as _;
+    let mut kept = Vec::new();
+    let mut stream = stream;
+    let _ = (&mut stream).take(cap + 1).read_to_end(&mut kept);
+    let overflow = kept.len() as u64 > cap;
+    kept.truncate(cap as usize);
+    if overflow && drain {
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    }
+    (kept, overflow)
 }
 
 impl Board {
@@ -155,6 +201,24 @@ impl Board {
         if host.is_empty() || host.starts_with('-') {
             return Err(bad("no host name"));
         }
+        // ssh reads a word starting with '-' as an option, whatever position it is in.
+        let plain = |s: &str, extra: &str| {
+            !s.starts_with('-')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+        };
+        if !plain(&host, ".-:_%") {
+            return Err(bad(
+                "the host may only hold letters, digits, '.', '-', ':' and '_'",
+            ));
+        }
+        if let Some(user) = &user {
+            if user.is_empty() || !plain(user, "._-") {
+                return Err(bad(
+                    "the user may only hold letters, digits, '.', '_' and '-', and not start with '-'",
+                ));
+            }
+        }
         let port = port
             .map(|p| {
                 p.parse::<u16>()
@@ -162,12 +226,7 @@ impl Board {
             })
             .transpose()?;
         for option in options {
-            if !option.contains('=') || option.starts_with('-') {
-                return Err(Error::invalid(
-                    "--ssh-option",
-                    format!("{option:?}: give Key=Value, as ssh's -o takes it"),
-                ));
-            }
+            check_ssh_option(option)?;
         }
         Ok(Self::Ssh(SshBoard {
             user,
@@ -252,7 +311,10 @@ impl Board {
                 let staged = format!("{}/staging/{staged_name}", s.root);
                 step("uploading with scp");
                 let mut scp = s.scp();
-                scp.arg("-r").arg(bundle_dir).arg(s.remote(&staged));
+                scp.arg("-r")
+                    .arg("--")
+                    .arg(bundle_dir)
+                    .arg(s.remote(&staged));
                 if let Err(e) = run(scp) {
                     // Best effort: a half-uploaded folder is useless; the upload error matters.
                     let mut cleanup = s.ssh();
@@ -262,16 +324,7 @@ impl Board {
                 }
                 step("verifying, self-testing and activating on the board");
                 s.agent_json(&["activate", "--root", &s.root, &staged])
-                    .map_err(|e| match e {
-                        // fer-edge's exit code for a refused bundle; anything else (ssh's 255,
-                        // a missing fer-edge) is a failure to ask, not a refusal.
-                        Error::Command {
-                            stderr,
-                            code: Some(FER_EDGE_REFUSED),
-                            ..
-                        } => Error::Refused { reason: stderr },
-                        other => other,
-                    })
+                    .map_err(refused_by_agent)
             }
         }
     }
@@ -284,14 +337,7 @@ impl Board {
                 .map_err(refused),
             Self::Ssh(s) => s
                 .agent_json(&["rollback", "--root", &s.root])
-                .map_err(|e| match e {
-                    Error::Command {
-                        stderr,
-                        code: Some(FER_EDGE_REFUSED),
-                        ..
-                    } => Error::Refused { reason: stderr },
-                    other => other,
-                }),
+                .map_err(refused_by_agent),
         }
     }
 
@@ -311,13 +357,32 @@ impl Board {
         }
     }
 
-    /// Names and sizes of the field-log segments (`seg-*.ferlog`) in `dir` on the board.
+    /// Names of the field-log segments (`seg-*.ferlog`) in `dir` on the board, sorted.
     pub fn list_segments(&self, dir: &Path) -> Result<Vec<String>> {
-        let names: Vec<String> = match self {
+        Ok(self
+            .list_segment_sizes(dir)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// [`Board::list_segments`] with each segment's size in bytes, so that a segment too
+    /// large to be one is never downloaded.
+    pub fn list_segment_sizes(&self, dir: &Path) -> Result<Vec<(String, u64)>> {
+        let is_segment = |n: &str| {
+            n.starts_with(edge::fieldlog::SEGMENT_PREFIX)
+                && n.ends_with(&format!(".{}", edge::fieldlog::SEGMENT_EXTENSION))
+                && !n.contains('/')
+        };
+        let mut segments: Vec<(String, u64)> = match self {
             Self::Dir(_) => match std::fs::read_dir(dir) {
                 Ok(entries) => entries
                     .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let size = e.metadata().ok()?.len();
+                        is_segment(&name).then_some((name, size))
+                    })
                     .collect(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(Error::io("listing", dir, e)),
@@ -325,18 +390,31 @@ impl Board {
             Self::Ssh(s) => {
                 let quoted = shell_quote(&dir.to_string_lossy());
                 let mut cmd = s.ssh();
-                cmd.arg(format!("if [ -d {quoted} ]; then ls -1A {quoted}; fi"));
-                run(cmd)?.lines().map(str::to_string).collect()
+                cmd.arg(format!(
+                    "cd {quoted} 2>/dev/null || exit 0; for f in {}*.{}; do \
+                     [ -f \"$f\" ] && printf '%s %s\\n' \"$(wc -c < \"$f\")\" \"$f\"; done; exit 0",
+                    edge::fieldlog::SEGMENT_PREFIX,
+                    edge::fieldlog::SEGMENT_EXTENSION
+                ));
+                let line = command_line(&cmd);
+                run(cmd)?
+                    .lines()
+                    .map(|l| {
+                        let parsed = l
+                            .trim()
+                            .split_once(' ')
+                            .and_then(|(size, name)| Some((name.to_string(), size.parse().ok()?)));
+                        parsed.ok_or_else(|| Error::Command {
+                            command: line.clone(),
+                            status: "unexpected output".into(),
+                            code: None,
+                            stderr: format!("{l:?} is not \"SIZE NAME\""),
+                        })
+                    })
+                    .filter(|r| r.as_ref().map_or(true, |(n, _)| is_segment(n)))
+                    .collect::<Result<_>>()?
             }
         };
-        let mut segments: Vec<String> = names
-            .into_iter()
-            .filter(|n| {
-                n.starts_with(edge::fieldlog::SEGMENT_PREFIX)
-                    && n.ends_with(&format!(".{}", edge::fieldlog::SEGMENT_EXTENSION))
-                    && !n.contains('/')
-            })
-            .collect();
         segments.sort();
         Ok(segments)
     }
@@ -401,7 +479,46 @@ impl Board {
     }
 }
 
+/// Refuses an `--ssh-option` that is not `Key=Value` or that would weaken host-key checks.
+fn check_ssh_option(option: &str) -> Result<()> {
+    let invalid = |reason: &str| Error::invalid("--ssh-option", format!("{option:?}: {reason}"));
+    let Some((key, value)) = option.split_once(['=', ' ']) else {
+        return Err(invalid("give Key=Value, as ssh's -o takes it"));
+    };
+    if key.is_empty() || key.starts_with('-') {
+        return Err(invalid("give Key=Value, as ssh's -o takes it"));
+    }
+    let key = key.trim().to_ascii_lowercase();
+    let weakens = match key.as_str() {
+        "stricthostkeychecking" => !value.trim().eq_ignore_ascii_case("yes"),
+        "knownhostscommand" | "verifyhostkeydns" | "updatehostkeys" => true,
+        _ => false,
+    };
+    if weakens {
+        return Err(invalid(
+            "fer always checks host keys (StrictHostKeyChecking=yes); add the board's key to \
+             known_hosts instead: ssh-keyscan -H HOST >> ~/.ssh/known_hosts, after checking \
+             its fingerprint on the board",
+        ));
+    }
+    Ok(())
+}
+
 /// A board library refusal is a refusal to the user, with the board's reason.
+/// A failed `fer-edge bundle` call on an ssh board as a refusal when fer-edge exited with the
+/// refused-bundle code; anything else (ssh's 255, a missing fer-edge) is a failure to ask.
+fn refused_by_agent(e: Error) -> Error {
+    let refused = i32::from(exit_code::BUNDLE_REFUSED);
+    match e {
+        Error::Command {
+            stderr,
+            code: Some(code),
+            ..
+        } if code == refused => Error::Refused { reason: stderr },
+        other => other,
+    }
+}
+
 fn refused(e: edge::Error) -> Error {
     match e {
         edge::Error::Bundle { .. } => Error::Refused {
@@ -433,23 +550,24 @@ impl SshBoard {
     }
 
     fn with_options(&self, cmd: &mut Command) {
+        cmd.arg("-o").arg("StrictHostKeyChecking=yes");
         for option in &self.options {
             cmd.arg("-o").arg(option);
         }
     }
 
-    /// `ssh [-p port] [-o ...] destination --` (the remote command is appended).
+    /// `ssh [-p port] -o ... -- destination` (the remote command is appended).
     fn ssh(&self) -> Command {
         let mut cmd = Command::new("ssh");
         if let Some(port) = self.port {
             cmd.arg("-p").arg(port.to_string());
         }
         self.with_options(&mut cmd);
-        cmd.arg(self.destination()).arg("--");
+        cmd.arg("--").arg(self.destination());
         cmd
     }
 
-    /// `scp -q [-P port] [-o ...]` (sources and target are appended).
+    /// `scp -q [-P port] -o ...` (more flags, then `--`, sources and target are appended).
     fn scp(&self) -> Command {
         let mut cmd = Command::new("scp");
         cmd.arg("-q");
@@ -469,7 +587,7 @@ impl SshBoard {
             cmd.arg("-P").arg(port.to_string());
         }
         self.with_options(&mut cmd);
-        cmd.arg(self.destination());
+        cmd.arg("--").arg(self.destination());
         cmd
     }
 
@@ -546,6 +664,84 @@ mod tests {
             );
         }
         assert!(Board::parse("ssh://h/x", &["-oProxyCommand=x".into()], "fer-edge").is_err());
+    }
+
+    #[test]
+    fn a_user_name_cannot_inject_an_ssh_option() {
+        for bad in [
+            "ssh://-oProxyCommand=touch%20pwned@h/r",
+            "ssh://-oProxyCommand=x@h/r",
+            "ssh://@h/r",
+            "ssh://a;b@h/r",
+            "ssh://u@-oProxyCommand=x/r",
+        ] {
+            let err = Board::parse(bad, &[], "fer-edge").unwrap_err().to_string();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        let board = Board::parse("ssh://pi.user_1@h/r", &[], "fer-edge").unwrap();
+        let Board::Ssh(s) = board else {
+            panic!("not ssh")
+        };
+        // The destination comes after `--`, so even a name ssh would read as an option is
+        // taken as the destination.
+        let ssh = s.ssh();
+        let args: Vec<_> = ssh
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let dash = args.iter().position(|a| a == "--").unwrap();
+        assert_eq!(args[dash + 1], "pi.user_1@h", "{args:?}");
+        let sftp = s.sftp_batch();
+        let args: Vec<_> = sftp
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[args.len() - 2..], ["--", "pi.user_1@h"], "{args:?}");
+    }
+
+    #[test]
+    fn ssh_options_cannot_turn_off_host_key_checks() {
+        for weak in [
+            "StrictHostKeyChecking=no",
+            "stricthostkeychecking=accept-new",
+            "StrictHostKeyChecking no",
+            "KnownHostsCommand=/bin/echo",
+            "VerifyHostKeyDNS=yes",
+        ] {
+            let err = Board::parse("ssh://h/x", &[weak.into()], "fer-edge")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("known_hosts"), "{weak}: {err}");
+        }
+        let opts = vec![
+            "StrictHostKeyChecking=yes".into(),
+            "ConnectTimeout=5".into(),
+        ];
+        let Board::Ssh(s) = Board::parse("ssh://h/x", &opts, "fer-edge").unwrap() else {
+            panic!("not ssh")
+        };
+        // ssh keeps the first value of an option: the strict one comes before the user's.
+        for cmd in [s.ssh(), s.scp(), s.sftp_batch()] {
+            let args: Vec<_> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let first = args.iter().position(|a| a == "-o").unwrap();
+            assert_eq!(args[first + 1], "StrictHostKeyChecking=yes", "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_board_that_floods_stdout_cannot_exhaust_the_workstation() {
+        let mut flood = Command::new("sh");
+        flood.arg("-c").arg("yes fer");
+        let err = run(flood).unwrap_err().to_string();
+        assert!(err.contains("too much output"), "{err}");
+        let mut noisy = Command::new("sh");
+        noisy
+            .arg("-c")
+            .arg("head -c 1000000 /dev/zero >&2; echo done");
+        assert_eq!(run(noisy).unwrap(), "done\n");
     }
 
     #[test]

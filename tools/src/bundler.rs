@@ -26,6 +26,12 @@ pub struct BundleInputs {
     pub out: PathBuf,
     /// Replace `out` if it exists.
     pub force: bool,
+    /// The bundle's version; `None`: the current Unix time ([`bundle::version_now`]). A board
+    /// refuses a bundle older than the newest it has activated.
+    pub version: Option<u64>,
+    /// Rotate the fleet's key: the private key boards trust now, which signs a statement
+    /// handing trust to the signing key ([`bundle::write_rotation`]).
+    pub rotate_from: Option<PathBuf>,
 }
 
 fn copy_checked(
@@ -211,7 +217,11 @@ pub fn build(inputs: &BundleInputs, key: &SigningKey) -> Result<VerifiedBundle> 
             copy_checked(extra, &target, None, &manifest_path)?;
         }
         bundle::write_metadata(&partial, &manifest, &device)?;
-        Ok(bundle::sign_dir(&partial, key)?)
+        if let Some(old) = &inputs.rotate_from {
+            bundle::write_rotation(&partial, &crate::keys::load_private(old)?, &signer)?;
+        }
+        let version = inputs.version.unwrap_or_else(bundle::version_now);
+        Ok(bundle::sign_dir(&partial, key, version)?)
     })();
     let signed = match result {
         Ok(signed) => signed,
@@ -234,6 +244,45 @@ pub fn build(inputs: &BundleInputs, key: &SigningKey) -> Result<VerifiedBundle> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_naming_a_file_outside_the_bundle_cannot_overwrite_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim.bashrc");
+        fs::write(&victim, "keep me").unwrap();
+        let manifest = testdata::peer_manifest();
+        let manifest_path = tmp.path().join("manifest.json");
+        fs::write(&manifest_path, serde_json::to_string(&manifest).unwrap()).unwrap();
+        fs::write(tmp.path().join(&manifest.model_file), "not a model").unwrap();
+        let config = tmp.path().join("board.toml");
+        fs::write(
+            &config,
+            format!(
+                "[detector]\nmodel_file = {:?}\n",
+                victim.display().to_string()
+            ),
+        )
+        .unwrap();
+        let detector = tmp.path().join("detector.onnx");
+        fs::write(&detector, "attacker's bytes").unwrap();
+        let inputs = BundleInputs {
+            model: manifest_path,
+            config: config.clone(),
+            detector: Some(detector),
+            extra: Vec::new(),
+            out: tmp.path().join("bundle"),
+            force: false,
+            version: None,
+            rotate_from: None,
+        };
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let err = build(&inputs, &key).unwrap_err().to_string();
+        assert!(
+            err.contains("detector.model_file") && err.contains("board.toml"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+    }
 
     #[test]
     fn an_export_folder_names_its_manifest_or_asks_which() {

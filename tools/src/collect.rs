@@ -15,10 +15,11 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use edge::durable::sync_dir;
 use firmware_config::preprocess::{ImageBuf, PixelFormat};
 use firmware_config::record::FieldRecord;
 use firmware_config::segment;
@@ -135,6 +136,26 @@ pub fn rfc3339(ms: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+fn too_large(size: u64) -> String {
+    format!(
+        "{size} bytes, more than a segment can be ({}): not fetched or read",
+        segment::MAX_SEGMENT_BYTES
+    )
+}
+
+/// A fetched segment's bytes, or `None` when it holds more than a segment can (read no
+/// further than that: the listing's size may have changed since).
+fn read_capped(path: &Path) -> Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| {
+            f.take(segment::MAX_SEGMENT_BYTES + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| Error::io("reading", path, e))?;
+    Ok((bytes.len() as u64 <= segment::MAX_SEGMENT_BYTES).then_some(bytes))
 }
 
 /// Reads the ids in `records.jsonl`, first cutting off a torn last line (a run killed while
@@ -258,12 +279,6 @@ fn remove_stale_incoming(into: &Path) -> Result<()> {
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("syncing", dir, e))
-}
-
 fn stop(flow: ControlFlow<()>, at: &str) -> Result<()> {
     match flow {
         ControlFlow::Continue(()) => Ok(()),
@@ -297,7 +312,17 @@ pub fn collect(
             )
         })?,
     };
-    let names = board.list_segments(&log_dir)?;
+    let mut report = CollectReport::default();
+    // A segment larger than any board writes is not fetched: a broken or hostile board must
+    // not fill the workstation's disk or memory. It stays on the board, reported as damaged.
+    let (names, oversized): (Vec<_>, Vec<_>) = board
+        .list_segment_sizes(&log_dir)?
+        .into_iter()
+        .partition(|(_, size)| *size <= segment::MAX_SEGMENT_BYTES);
+    for (name, size) in oversized {
+        report.damaged.push((name, too_large(size)));
+    }
+    let names: Vec<String> = names.into_iter().map(|(name, _)| name).collect();
     stop(on_event(&Event::Listed(names.len())), "after listing")?;
 
     // A folder of this run's own: a killed run's leftover scp cannot write into it.
@@ -314,12 +339,16 @@ pub fn collect(
         .append(true)
         .open(&records_path)
         .map_err(|e| Error::io("opening", &records_path, e))?;
-    let mut report = CollectReport::default();
     let mut done = Vec::new();
     let mut image_dirs = HashSet::new();
     for name in &names {
         let path = incoming.join(name);
-        let bytes = fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let Some(bytes) = read_capped(&path)? else {
+            report
+                .damaged
+                .push((name.clone(), too_large(segment::MAX_SEGMENT_BYTES + 1)));
+            continue;
+        };
         let scan = match segment::read_segment(&bytes) {
             Ok(scan) => scan,
             Err(e) => {

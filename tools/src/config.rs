@@ -125,6 +125,15 @@ mod tests {
     }
 
     #[test]
+    fn the_template_prints_floats_as_written() {
+        let text = to_toml(&DeviceConfig::default()).unwrap();
+        assert!(text.contains("score_threshold = 0.7\n"), "{text}");
+        assert!(text.contains("nms_iou = 0.3\n"), "{text}");
+        let back: DeviceConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, DeviceConfig::default());
+    }
+
+    #[test]
     fn errors_name_the_file_and_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

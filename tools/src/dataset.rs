@@ -8,28 +8,15 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use firmware_config::image_folder::{list_image_folder, list_images};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::collect::{self, RECORDS_FILE};
 use crate::error::{Error, Result};
 
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-}
-
 fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut images = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
-        let path = entry.map_err(|e| Error::io("listing", dir, e))?.path();
-        if path.is_file() && is_image(&path) {
-            images.push(path);
-        }
-    }
-    images.sort();
-    Ok(images)
+    list_images(dir).map_err(|e| Error::io("listing", dir, e))
 }
 
 /// Counts of a dataset folder.
@@ -66,19 +53,9 @@ pub fn stats(dir: &Path) -> Result<Stats> {
     if !flat.is_empty() {
         stats.per_class.insert("(unlabeled)".into(), flat.len());
     }
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))? {
-        let path = entry.map_err(|e| Error::io("listing", dir, e))?.path();
-        if path.is_dir()
-            && !path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            stats.per_class.insert(name, images_in(&path)?.len());
-        }
+    let classes = list_image_folder(dir).map_err(|e| Error::io("listing", dir, e))?;
+    for class in classes {
+        stats.per_class.insert(class.name, class.images.len());
     }
     if stats.per_class.is_empty() {
         return Err(Error::file(

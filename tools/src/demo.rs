@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use edge::capture::synthetic::{SyntheticConfig, SyntheticFaces, SyntheticSource, write_dataset};
-use edge::capture::{CaptureThread, Frame, FrameSource, SourceCounters, StopToken, rgb_image};
-use edge::classify::Classifier;
-use edge::detect::Detector;
+use edge::capture::synthetic::SyntheticSource;
+use edge::capture::{CaptureThread, Frame, FrameSource, SourceCounters, StopToken};
 use edge::pipeline::Pipeline;
+use edge::rgb_image;
+use edge::synthetic::{SyntheticConfig, SyntheticFaces, write_dataset};
 use firmware_config::config::{DetectorKind, DeviceConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -366,12 +366,8 @@ fn run_board(options: &DemoOptions, board: &Path) -> Result<FieldRun> {
         .join(&device.field_log.directory)
         .display()
         .to_string();
-    let detector = Detector::from_config(&device.detector, &bundle.dir)?;
-    let classifier = Classifier::load(
-        &bundle.model_path(),
-        bundle.manifest.clone(),
-        &device.classifier,
-    )?;
+    // As `fer-edge run --bundle` starts: both models load and the self-test passes.
+    let (detector, classifier, _) = edge::bundle::load_models(&bundle)?;
     let pipeline = Pipeline::new(detector, classifier, &device)?;
     let source = Bounded {
         inner: SyntheticSource::new(crops(options), 4, None)?,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use firmware_config::exit_code;
+
 /// Everything that can go wrong on the workstation side. Every variant names the file,
 /// board or command it is about and, where there is one, how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +27,7 @@ pub enum Error {
         /// What is wrong and how to fix it.
         reason: String,
     },
-    /// The board-side bundle library refused or failed.
+    /// The board-side library (`edge`: bundles, the field log, files) refused or failed.
     #[error(transparent)]
     Bundle(#[from] edge::Error),
     /// A bundle, model or config does not fit the others.
@@ -116,14 +118,16 @@ impl Error {
         }
     }
 
-    /// The process exit code `fer` uses for this error (documented in `fer --help`).
+    /// The exit code of the one table ([`firmware_config::exit_code`]) for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Invalid { .. } | Self::BoardAddress { .. } => 2,
-            Self::Bundle(_) | Self::Refused { .. } | Self::Mismatch { .. } => 3,
-            Self::Command { .. } => 4,
-            Self::DamagedSegment { .. } => 5,
-            _ => 1,
+            Self::Invalid { .. } | Self::BoardAddress { .. } => exit_code::USAGE,
+            Self::File { .. } => exit_code::BAD_INPUT,
+            Self::Bundle(e) => e.exit_code(),
+            Self::Refused { .. } | Self::Mismatch { .. } => exit_code::BUNDLE_REFUSED,
+            Self::Command { .. } => exit_code::REMOTE,
+            Self::DamagedSegment { .. } => exit_code::DAMAGED_SEGMENT,
+            _ => exit_code::FAILURE,
         }
     }
 }

@@ -6,21 +6,18 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use firmware_config::exit_code::{self, Program};
 use indicatif::{ProgressBar, ProgressStyle};
 use tools::board::Board;
 use tools::collect::{self, CollectOptions, Event};
 use tools::{bundler, config, dataset, demo, keys, retrain};
-
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 other failure (files, I/O); 2 bad arguments or \
-board address; 3 a bundle, model or config was refused (signature, hashes, self-test, class \
-mismatch; the board is unchanged); 4 ssh, scp or a command on the board failed; 5 damaged \
-field-log segments were kept on the board.";
+use trainer::train::Progress;
 
 /// The workstation side of the FER edge toolkit: keys, configs, signed bundles, flashing
 /// boards over ssh, collecting their field logs, datasets, the retrain-and-redeploy loop and
 /// a demo of all of it on synthetic faces.
 #[derive(Debug, Parser)]
-#[command(name = "fer", version, after_help = EXIT_CODES)]
+#[command(name = "fer", version, after_help = exit_code::help(Program::Fer))]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,14 +49,7 @@ enum Command {
     /// Create an ed25519 signing key: KEY (PKCS#8 PEM, mode 0600) and KEY.pub (hex).
     ///
     /// Put the printed public key into the device config's `signing_public_key`.
-    Keygen {
-        /// The private key file to create.
-        #[arg(long, default_value = "fer-signing.key")]
-        out: PathBuf,
-        /// Replace an existing key (boards trusting the old one will refuse new bundles).
-        #[arg(long)]
-        force: bool,
-    },
+    Keygen(KeygenArgs),
     /// Device configs: TOML for people <-> the binary flashing format.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -68,80 +58,24 @@ enum Command {
     /// Refused when the config sets thresholds for classes the model does not have, when the
     /// model files do not match their manifest, or when the config names another signing key.
     /// A config without `signing_public_key` gets the public half of --key.
-    Bundle {
-        /// The export folder of `fer-train export` (its fp32 model is shipped by default: int8
-        /// runs slower in tract), or a manifest file such as DIR/model_int8.manifest.json.
-        #[arg(long)]
-        model: PathBuf,
-        /// The device config (TOML, or the flashing format).
-        #[arg(long)]
-        config: PathBuf,
-        /// The face detector (stored as the config's detector.model_file).
-        #[arg(long)]
-        detector: Option<PathBuf>,
-        /// More files to ship and sign (e.g. the fp32 model beside an int8 one); repeatable.
-        #[arg(long)]
-        extra: Vec<PathBuf>,
-        /// The private signing key (from `fer keygen`).
-        #[arg(long)]
-        key: PathBuf,
-        /// The bundle folder to create.
-        #[arg(long)]
-        out: PathBuf,
-        /// Replace --out if it exists.
-        #[arg(long)]
-        force: bool,
-    },
+    Bundle(BundleArgs),
     /// Install a bundle on a board: upload to staging, verify there, self-test, switch.
     ///
     /// The bundle is first verified here against the key the board trusts; the board verifies
     /// every hash and the signature again, runs the self-test and switches its active slot
     /// atomically. On any failure the running bundle stays active; the previous bundle always
     /// stays in the other slot for `fer rollback`.
-    Flash {
-        #[command(flatten)]
-        board: BoardArgs,
-        /// The signed bundle folder (from `fer bundle`).
-        #[arg(long)]
-        bundle: PathBuf,
-        /// First flash of a new board: create its board root trusting the bundle's signing key.
-        #[arg(long)]
-        init_trust: bool,
-        /// A shell command run on the board after switching (e.g. `systemctl restart fer-edge`).
-        #[arg(long, value_name = "COMMAND")]
-        restart: Option<String>,
-    },
+    Flash(FlashArgs),
     /// Switch a board back to its previous bundle (verified and self-tested first).
-    Rollback {
-        #[command(flatten)]
-        board: BoardArgs,
-        /// A shell command run on the board after switching.
-        #[arg(long, value_name = "COMMAND")]
-        restart: Option<String>,
-    },
+    Rollback(RollbackArgs),
     /// Show a board's trusted key, both slots and the active bundle.
-    Status {
-        #[command(flatten)]
-        board: BoardArgs,
-    },
+    Status(BoardArgs),
     /// Pull finished field-log segments into a dataset folder, then delete them on the board.
     ///
     /// Writes INTO/records.jsonl (provenance: device, model, probabilities, time, a stable
     /// record id) and INTO/crops/<device>/<id>.png. Safe to interrupt and run again: no record
     /// is lost or written twice; segments are deleted only after everything is on disk.
-    Collect {
-        #[command(flatten)]
-        board: BoardArgs,
-        /// The collect folder.
-        #[arg(long)]
-        into: PathBuf,
-        /// The field-log folder on the board (default: the active config's field_log.directory).
-        #[arg(long)]
-        log_dir: Option<PathBuf>,
-        /// Import the intact records of damaged segments and delete them anyway.
-        #[arg(long)]
-        accept_damaged: bool,
-    },
+    Collect(CollectArgs),
     /// Dataset folders: statistics, importing collected crops, train/val splits.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -166,46 +100,7 @@ enum Command {
     /// The incumbent is the last round the gate accepted. An interrupted round resumes its
     /// training when run again. Ends with a table of all rounds.
     #[command(name = "loop", verbatim_doc_comment)]
-    Loop {
-        #[command(flatten)]
-        board: BoardArgs,
-        /// The starting run folder (round 1); the history and later rounds are kept in it.
-        #[arg(long = "run", value_name = "RUN_DIR")]
-        run_dir: PathBuf,
-        /// The fixed validation ImageFolder (DIR/<class>/*.png), same classes as the run.
-        #[arg(long, value_name = "DIR")]
-        val: PathBuf,
-        /// The unlabeled pool collected crops are added to.
-        #[arg(long, value_name = "DIR")]
-        pool: PathBuf,
-        /// The private signing key (from `fer keygen`), trusted by the board.
-        #[arg(long)]
-        key: PathBuf,
-        /// The device config bundled with every model (TOML or the flashing format).
-        #[arg(long, value_name = "CONFIG")]
-        config: PathBuf,
-        /// The face detector file bundled with every model.
-        #[arg(long, value_name = "FILE")]
-        detector: Option<PathBuf>,
-        /// Rounds to run, one after another.
-        #[arg(long, default_value_t = 1)]
-        rounds: u32,
-        /// Training steps of each round.
-        #[arg(long, default_value_t = 500)]
-        steps: u64,
-        /// How much accuracy and macro-F1 (fractions, 0..1) may drop and still pass the gate.
-        #[arg(long, default_value_t = 0.0)]
-        tolerance: f64,
-        /// Images for int8 calibration, searched recursively (default: --pool).
-        #[arg(long, value_name = "DIR")]
-        calibration: Option<PathBuf>,
-        /// Calibration images to use.
-        #[arg(long, default_value_t = 300)]
-        calib_images: usize,
-        /// A shell command run on the board after each flash (e.g. `systemctl restart fer-edge`).
-        #[arg(long, value_name = "COMMAND")]
-        restart: Option<String>,
-    },
+    Loop(LoopArgs),
     /// The whole loop on synthetic faces, on this machine's CPU (smaller flags: faster).
     ///
     /// Everything goes into --workdir:
@@ -232,41 +127,172 @@ enum Command {
     /// Running it again continues where it stopped (a finished demo only prints its
     /// table); --fresh starts over. Only a folder made by `fer demo` is ever deleted.
     #[command(verbatim_doc_comment)]
-    Demo {
-        /// The work folder.
-        #[arg(long, default_value = "fer-demo", value_name = "DIR")]
-        workdir: PathBuf,
-        /// Delete the work folder and start over.
-        #[arg(long)]
-        fresh: bool,
-        /// Side of the face images and of the network input, pixels.
-        #[arg(long, default_value_t = 48)]
-        image_size: u32,
-        /// Labeled images per expression.
-        #[arg(long, default_value_t = 60)]
-        labeled_per_class: usize,
-        /// Images in the unlabeled pool.
-        #[arg(long, default_value_t = 1200)]
-        pool_images: usize,
-        /// Validation images per expression.
-        #[arg(long, default_value_t = 60)]
-        val_per_class: usize,
-        /// Training steps of round 1.
-        #[arg(long, default_value_t = 300)]
-        steps: u64,
-        /// Training steps of round 2.
-        #[arg(long, default_value_t = 150)]
-        round_steps: u64,
-        /// Labeled images per step (twice as many unlabeled ones).
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// Stop the board after this many low-confidence faces are logged...
-        #[arg(long, default_value_t = 60)]
-        field_records: u64,
-        /// ... or after this many camera frames.
-        #[arg(long, default_value_t = 3000)]
-        max_frames: u64,
-    },
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// The private key file to create.
+    #[arg(long, default_value = "fer-signing.key")]
+    out: PathBuf,
+    /// Replace an existing key (boards trusting the old one will refuse new bundles).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct BundleArgs {
+    /// The export folder of `fer-train export` (its fp32 model is shipped by default: int8
+    /// runs slower in tract), or a manifest file such as DIR/model_int8.manifest.json.
+    #[arg(long)]
+    model: PathBuf,
+    /// The device config (TOML, or the flashing format).
+    #[arg(long)]
+    config: PathBuf,
+    /// The face detector (stored as the config's detector.model_file).
+    #[arg(long)]
+    detector: Option<PathBuf>,
+    /// More files to ship and sign (e.g. the fp32 model beside an int8 one); repeatable.
+    #[arg(long)]
+    extra: Vec<PathBuf>,
+    /// The private signing key (from `fer keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The bundle folder to create.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
+    /// The bundle's version (default: the current Unix time). Boards refuse a bundle older
+    /// than the newest they have activated.
+    #[arg(long)]
+    version: Option<u64>,
+    /// Rotate the fleet's key: the private key the boards trust now. It signs a statement
+    /// handing trust to --key; boards that activate this bundle trust --key from then on, and
+    /// refuse bundles signed by the old key.
+    #[arg(long, value_name = "OLD_KEY")]
+    rotate_from: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct FlashArgs {
+    #[command(flatten)]
+    board: BoardArgs,
+    /// The signed bundle folder (from `fer bundle`).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// First flash of a new board: create its board root trusting this public key (a file
+    /// from `fer keygen`, e.g. keys/fleet.key.pub, or 64 hex digits). The bundle must be
+    /// signed by it: trust never comes from the bundle itself.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    trust: Option<String>,
+    /// A shell command run on the board after switching (e.g. `systemctl restart fer-edge`).
+    #[arg(long, value_name = "COMMAND")]
+    restart: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RollbackArgs {
+    #[command(flatten)]
+    board: BoardArgs,
+    /// A shell command run on the board after switching.
+    #[arg(long, value_name = "COMMAND")]
+    restart: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct CollectArgs {
+    #[command(flatten)]
+    board: BoardArgs,
+    /// The collect folder.
+    #[arg(long)]
+    into: PathBuf,
+    /// The field-log folder on the board (default: the active config's field_log.directory).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// Import the intact records of damaged segments and delete them anyway.
+    #[arg(long)]
+    accept_damaged: bool,
+}
+
+#[derive(Debug, Args)]
+struct LoopArgs {
+    #[command(flatten)]
+    board: BoardArgs,
+    /// The starting run folder (round 1); the history and later rounds are kept in it.
+    #[arg(long = "run", value_name = "RUN_DIR")]
+    run_dir: PathBuf,
+    /// The fixed validation ImageFolder (DIR/<class>/*.png), same classes as the run.
+    #[arg(long, value_name = "DIR")]
+    val: PathBuf,
+    /// The unlabeled pool collected crops are added to.
+    #[arg(long, value_name = "DIR")]
+    pool: PathBuf,
+    /// The private signing key (from `fer keygen`), trusted by the board.
+    #[arg(long)]
+    key: PathBuf,
+    /// The device config bundled with every model (TOML or the flashing format).
+    #[arg(long, value_name = "CONFIG")]
+    config: PathBuf,
+    /// The face detector file bundled with every model.
+    #[arg(long, value_name = "FILE")]
+    detector: Option<PathBuf>,
+    /// Rounds to run, one after another.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Training steps of each round.
+    #[arg(long, default_value_t = 500)]
+    steps: u64,
+    /// How much accuracy and macro-F1 (fractions, 0..1) may drop and still pass the gate.
+    #[arg(long, default_value_t = 0.0)]
+    tolerance: f64,
+    /// Images for int8 calibration, searched recursively (default: --pool).
+    #[arg(long, value_name = "DIR")]
+    calibration: Option<PathBuf>,
+    /// Calibration images to use.
+    #[arg(long, default_value_t = 300)]
+    calib_images: usize,
+    /// A shell command run on the board after each flash (e.g. `systemctl restart fer-edge`).
+    #[arg(long, value_name = "COMMAND")]
+    restart: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// The work folder.
+    #[arg(long, default_value = "fer-demo", value_name = "DIR")]
+    workdir: PathBuf,
+    /// Delete the work folder and start over.
+    #[arg(long)]
+    fresh: bool,
+    /// Side of the face images and of the network input, pixels.
+    #[arg(long, default_value_t = 48)]
+    image_size: u32,
+    /// Labeled images per expression.
+    #[arg(long, default_value_t = 60)]
+    labeled_per_class: usize,
+    /// Images in the unlabeled pool.
+    #[arg(long, default_value_t = 1200)]
+    pool_images: usize,
+    /// Validation images per expression.
+    #[arg(long, default_value_t = 60)]
+    val_per_class: usize,
+    /// Training steps of round 1.
+    #[arg(long, default_value_t = 300)]
+    steps: u64,
+    /// Training steps of round 2.
+    #[arg(long, default_value_t = 150)]
+    round_steps: u64,
+    /// Labeled images per step (twice as many unlabeled ones).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Stop the board after this many low-confidence faces are logged...
+    #[arg(long, default_value_t = 60)]
+    field_records: u64,
+    /// ... or after this many camera frames.
+    #[arg(long, default_value_t = 3000)]
+    max_frames: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +357,302 @@ enum DatasetCommand {
     },
 }
 
+impl From<BundleArgs> for bundler::BundleInputs {
+    fn from(args: BundleArgs) -> Self {
+        Self {
+            model: args.model,
+            config: args.config,
+            detector: args.detector,
+            extra: args.extra,
+            out: args.out,
+            force: args.force,
+            version: args.version,
+            rotate_from: args.rotate_from,
+        }
+    }
+}
+
+impl From<&CollectArgs> for CollectOptions {
+    fn from(args: &CollectArgs) -> Self {
+        Self {
+            log_dir: args.log_dir.clone(),
+            accept_damaged: args.accept_damaged,
+        }
+    }
+}
+
+impl TryFrom<&LoopArgs> for retrain::LoopSetup {
+    type Error = tools::Error;
+
+    fn try_from(args: &LoopArgs) -> tools::Result<Self> {
+        Ok(Self {
+            board: args.board.board()?,
+            run_dir: args.run_dir.clone(),
+            calibration: args
+                .calibration
+                .clone()
+                .unwrap_or_else(|| args.pool.clone()),
+            val: args.val.clone(),
+            pool: args.pool.clone(),
+            key: args.key.clone(),
+            config: args.config.clone(),
+            detector: args.detector.clone(),
+            steps: args.steps,
+            tolerance: args.tolerance,
+            calib_images: args.calib_images,
+            progress: Progress::Bar,
+        })
+    }
+}
+
+impl From<DemoArgs> for demo::DemoOptions {
+    fn from(args: DemoArgs) -> Self {
+        Self {
+            workdir: args.workdir,
+            fresh: args.fresh,
+            image_size: args.image_size,
+            labeled_per_class: args.labeled_per_class,
+            pool_images: args.pool_images,
+            val_per_class: args.val_per_class,
+            steps: args.steps,
+            round_steps: args.round_steps,
+            batch: args.batch,
+            field_records: args.field_records,
+            max_frames: args.max_frames,
+            progress: Progress::Bar,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(args) => cmd_keygen(&args),
+        Command::Config(command) => cmd_config(command),
+        Command::Bundle(args) => cmd_bundle(args),
+        Command::Flash(args) => cmd_flash(&args),
+        Command::Rollback(args) => cmd_rollback(&args),
+        Command::Status(board) => cmd_status(&board),
+        Command::Collect(args) => cmd_collect(&args),
+        Command::Dataset(command) => cmd_dataset(command),
+        Command::Loop(args) => cmd_loop(&args),
+        Command::Demo(args) => cmd_demo(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let code = err
+                .downcast_ref::<tools::Error>()
+                .map_or(exit_code::FAILURE, tools::Error::exit_code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn cmd_keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    let files = keys::generate(&args.out, args.force)?;
+    println!(
+        "private key: {} (mode 0600, keep it secret)",
+        files.private.display()
+    );
+    println!("public key:  {}", files.public.display());
+    println!("signing_public_key = \"{}\"", files.public_key.to_hex());
+    Ok(())
+}
+
+fn cmd_config(command: ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::Encode { input, output } => {
+            config::encode(&input, &output)?;
+            println!("wrote {}", output.display());
+        }
+        ConfigCommand::Decode { input, out } => {
+            let text = config::decode(&input)?;
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+        }
+        ConfigCommand::Check { input, manifest } => {
+            let device = config::load_any(&input)?;
+            if let Some(manifest_path) = manifest {
+                let manifest = config::load_manifest(&manifest_path)?;
+                config::check_against_manifest(&device, &input, &manifest, &manifest_path)?;
+            }
+            println!("{}: valid", input.display());
+        }
+        ConfigCommand::Template => print!(
+            "{}",
+            config::to_toml(&firmware_config::config::DeviceConfig::default())?
+        ),
+    }
+    Ok(())
+}
+
+fn cmd_bundle(args: BundleArgs) -> anyhow::Result<()> {
+    let key = keys::load_private(&args.key)?;
+    let bar = spinner("hashing, checking and signing");
+    let result = bundler::build(&args.into(), &key);
+    bar.finish_and_clear();
+    let bundle = result?;
+    println!(
+        "bundle {} ({} files) signed: {}",
+        bundle.short_id(),
+        bundle.listing.files.len(),
+        bundle.dir.display()
+    );
+    Ok(())
+}
+
+fn cmd_flash(args: &FlashArgs) -> anyhow::Result<()> {
+    let board = args.board.board()?;
+    if let Some(key) = &args.trust {
+        board.init_trust(&keys::load_public(key)?)?;
+    }
+    let trusted = firmware_config::PublicKey::from_hex(&board.status()?.board.trusted_key)
+        .map_err(|e| anyhow::anyhow!("the board reports a bad trusted key: {e}"))?;
+    // Refuse here first, so a bad bundle never even reaches the board.
+    edge::bundle::verify_dir(&args.bundle, &trusted).map_err(tools::Error::from)?;
+    let bar = spinner("flashing");
+    let result = board.flash(&args.bundle, &mut |step| bar.set_message(step.to_string()));
+    bar.finish_and_clear();
+    let done = result?;
+    println!(
+        "{}: slot {} active, bundle {} ({})",
+        board.address(),
+        done.slot,
+        edge::bundle::short_id(&done.bundle_id),
+        done.self_test
+    );
+    if let (Some(slot), Some(id)) = (&done.previous_slot, &done.previous_bundle_id) {
+        println!(
+            "previous bundle {} kept in slot {slot} (`fer rollback` switches back)",
+            edge::bundle::short_id(id)
+        );
+    }
+    restart(&board, args.restart.as_deref())
+}
+
+fn cmd_rollback(args: &RollbackArgs) -> anyhow::Result<()> {
+    let board = args.board.board()?;
+    let done = board.rollback()?;
+    println!(
+        "{}: rolled back to slot {}, bundle {} ({})",
+        board.address(),
+        done.slot,
+        edge::bundle::short_id(&done.bundle_id),
+        done.self_test
+    );
+    restart(&board, args.restart.as_deref())
+}
+
+fn cmd_status(board: &BoardArgs) -> anyhow::Result<()> {
+    let status = board.board()?.status()?;
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    Ok(())
+}
+
+fn cmd_collect(args: &CollectArgs) -> anyhow::Result<()> {
+    let board = args.board.board()?;
+    let bar = spinner("listing segments");
+    let mut records = 0usize;
+    let result = collect::collect(
+        &board,
+        &args.into,
+        &CollectOptions::from(args),
+        &mut |event| {
+            match event {
+                Event::Listed(n) => bar.set_message(format!("fetching {n} segment(s)")),
+                Event::Fetched => bar.set_message("verifying records"),
+                Event::Record(_) => {
+                    records += 1;
+                    bar.set_message(format!("{records} new record(s) written"));
+                }
+                Event::Synced => bar.set_message("deleting collected segments on the board"),
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        },
+    );
+    bar.finish_and_clear();
+    let report = result?;
+    println!(
+        "{} segment(s) collected, {} new record(s), {} already collected, {} segment(s) still being written{} -> {}",
+        report.segments_collected,
+        report.records_new,
+        report.records_known,
+        report.segments_unsealed,
+        if report.damaged.is_empty() {
+            String::new()
+        } else {
+            format!(", {} damaged (imported)", report.damaged.len())
+        },
+        args.into.join(collect::RECORDS_FILE).display()
+    );
+    Ok(())
+}
+
+fn cmd_dataset(command: DatasetCommand) -> anyhow::Result<()> {
+    match command {
+        DatasetCommand::Stats { dir } => print_stats(&dir, &dataset::stats(&dir)?),
+        DatasetCommand::Import { from, into } => {
+            let (copied, present) = dataset::import_collected(&from, &into)?;
+            println!(
+                "{copied} crop(s) copied into {}, {present} already there",
+                into.display()
+            );
+        }
+        DatasetCommand::Split {
+            from,
+            into,
+            val,
+            seed,
+        } => {
+            let (train, val) = dataset::split(&from, &into, val, seed)?;
+            println!("{train} train / {val} val image(s) in {}", into.display());
+        }
+    }
+    Ok(())
+}
+
+fn cmd_loop(args: &LoopArgs) -> anyhow::Result<()> {
+    let setup = retrain::LoopSetup::try_from(args)?;
+    let mut step = |what: &str| println!("  {what}");
+    if let Some(first) = retrain::start(&setup, false, &mut step)? {
+        print_round(&first);
+    }
+    for _ in 0..args.rounds {
+        let record = retrain::run_round(&setup, &mut step)?;
+        print_round(&record);
+        if record.deployed {
+            restart(&setup.board, args.restart.as_deref())?;
+        }
+    }
+    let history = retrain::read_history(&args.run_dir)?;
+    let rows: Vec<retrain::TableRow> = history.iter().map(Into::into).collect();
+    print!("{}", retrain::table(&rows));
+    println!(
+        "history: {}",
+        args.run_dir.join(retrain::HISTORY_FILE).display()
+    );
+    Ok(())
+}
+
+fn cmd_demo(args: DemoArgs) -> anyhow::Result<()> {
+    let options = demo::DemoOptions::from(args);
+    let report = demo::run(&options)?;
+    print!("{}", retrain::table(&report.rounds));
+    println!(
+        "{} s; table: {}; history: {}",
+        report.seconds.round(),
+        options.workdir.join(demo::ROUNDS_JSON).display(),
+        report.history.display()
+    );
+    Ok(())
+}
+
 fn spinner(message: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -348,277 +670,6 @@ fn restart(board: &Board, command: Option<&str>) -> anyhow::Result<()> {
             .run_shell(command)
             .with_context(|| format!("restarting the service on {}", board.address()))?;
         println!("restarted: {command}");
-    }
-    Ok(())
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Keygen { out, force } => {
-            let files = keys::generate(&out, force)?;
-            println!(
-                "private key: {} (mode 0600, keep it secret)",
-                files.private.display()
-            );
-            println!("public key:  {}", files.public.display());
-            println!("signing_public_key = \"{}\"", files.public_key.to_hex());
-        }
-        Command::Config(cmd) => match cmd {
-            ConfigCommand::Encode { input, output } => {
-                config::encode(&input, &output)?;
-                println!("wrote {}", output.display());
-            }
-            ConfigCommand::Decode { input, out } => {
-                let text = config::decode(&input)?;
-                match out {
-                    Some(path) => std::fs::write(&path, text)
-                        .with_context(|| format!("writing {}", path.display()))?,
-                    None => print!("{text}"),
-                }
-            }
-            ConfigCommand::Check { input, manifest } => {
-                let device = config::load_any(&input)?;
-                if let Some(manifest_path) = manifest {
-                    let manifest = config::load_manifest(&manifest_path)?;
-                    config::check_against_manifest(&device, &input, &manifest, &manifest_path)?;
-                }
-                println!("{}: valid", input.display());
-            }
-            ConfigCommand::Template => print!(
-                "{}",
-                config::to_toml(&firmware_config::config::DeviceConfig::default())?
-            ),
-        },
-        Command::Bundle {
-            model,
-            config,
-            detector,
-            extra,
-            key,
-            out,
-            force,
-        } => {
-            let key = keys::load_private(&key)?;
-            let bar = spinner("hashing, checking and signing");
-            let inputs = bundler::BundleInputs {
-                model,
-                config,
-                detector,
-                extra,
-                out,
-                force,
-            };
-            let result = bundler::build(&inputs, &key);
-            bar.finish_and_clear();
-            let bundle = result?;
-            println!(
-                "bundle {} ({} files) signed: {}",
-                bundle.short_id(),
-                bundle.listing.files.len(),
-                bundle.dir.display()
-            );
-        }
-        Command::Flash {
-            board,
-            bundle,
-            init_trust,
-            restart: restart_cmd,
-        } => {
-            let board = board.board()?;
-            let signer = edge::bundle::SignedListing::parse(
-                &std::fs::read_to_string(bundle.join(edge::bundle::SIGNATURE_FILE))
-                    .with_context(|| format!("reading the signature of {}", bundle.display()))?,
-                &bundle.join(edge::bundle::SIGNATURE_FILE),
-            )?
-            .signer;
-            if init_trust {
-                board.init_trust(&signer)?;
-            }
-            let trusted = firmware_config::PublicKey::from_hex(&board.status()?.board.trusted_key)
-                .map_err(|e| anyhow::anyhow!("the board reports a bad trusted key: {e}"))?;
-            // Refuse here first, so a bad bundle never even reaches the board.
-            edge::bundle::verify_dir(&bundle, &trusted).map_err(tools::Error::from)?;
-            let bar = spinner("flashing");
-            let result = board.flash(&bundle, &mut |step| bar.set_message(step.to_string()));
-            bar.finish_and_clear();
-            let done = result?;
-            println!(
-                "{}: slot {} active, bundle {} ({})",
-                board.address(),
-                done.slot,
-                &done.bundle_id[..12],
-                done.self_test
-            );
-            if let (Some(slot), Some(id)) = (&done.previous_slot, &done.previous_bundle_id) {
-                println!(
-                    "previous bundle {} kept in slot {slot} (`fer rollback` switches back)",
-                    &id[..12]
-                );
-            }
-            restart(&board, restart_cmd.as_deref())?;
-        }
-        Command::Rollback {
-            board,
-            restart: restart_cmd,
-        } => {
-            let board = board.board()?;
-            let done = board.rollback()?;
-            println!(
-                "{}: rolled back to slot {}, bundle {} ({})",
-                board.address(),
-                done.slot,
-                &done.bundle_id[..12],
-                done.self_test
-            );
-            restart(&board, restart_cmd.as_deref())?;
-        }
-        Command::Status { board } => {
-            let status = board.board()?.status()?;
-            println!("{}", serde_json::to_string_pretty(&status)?);
-        }
-        Command::Collect {
-            board,
-            into,
-            log_dir,
-            accept_damaged,
-        } => {
-            let board = board.board()?;
-            let bar = spinner("listing segments");
-            let options = CollectOptions {
-                log_dir,
-                accept_damaged,
-            };
-            let mut records = 0usize;
-            let result = collect::collect(&board, &into, &options, &mut |event| {
-                match event {
-                    Event::Listed(n) => bar.set_message(format!("fetching {n} segment(s)")),
-                    Event::Fetched => bar.set_message("verifying records"),
-                    Event::Record(_) => {
-                        records += 1;
-                        bar.set_message(format!("{records} new record(s) written"));
-                    }
-                    Event::Synced => bar.set_message("deleting collected segments on the board"),
-                    _ => {}
-                }
-                ControlFlow::Continue(())
-            });
-            bar.finish_and_clear();
-            let report = result?;
-            println!(
-                "{} segment(s) collected, {} new record(s), {} already collected, {} segment(s) still being written{} -> {}",
-                report.segments_collected,
-                report.records_new,
-                report.records_known,
-                report.segments_unsealed,
-                if report.damaged.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} damaged (imported)", report.damaged.len())
-                },
-                into.join(collect::RECORDS_FILE).display()
-            );
-        }
-        Command::Loop {
-            board,
-            run_dir,
-            val,
-            pool,
-            key,
-            config,
-            detector,
-            rounds,
-            steps,
-            tolerance,
-            calibration,
-            calib_images,
-            restart: restart_cmd,
-        } => {
-            let board = board.board()?;
-            let setup = retrain::LoopSetup {
-                board: board.clone(),
-                run_dir: run_dir.clone(),
-                calibration: calibration.unwrap_or_else(|| pool.clone()),
-                val,
-                pool,
-                key,
-                config,
-                detector,
-                steps,
-                tolerance,
-                calib_images,
-                progress: trainer::train::Progress::Bar,
-            };
-            let mut step = |what: &str| println!("  {what}");
-            if let Some(first) = retrain::start(&setup, false, &mut step)? {
-                print_round(&first);
-            }
-            for _ in 0..rounds {
-                let record = retrain::run_round(&setup, &mut step)?;
-                print_round(&record);
-                if record.deployed {
-                    restart(&board, restart_cmd.as_deref())?;
-                }
-            }
-            let history = retrain::read_history(&run_dir)?;
-            let rows: Vec<retrain::TableRow> = history.iter().map(Into::into).collect();
-            print!("{}", retrain::table(&rows));
-            println!("history: {}", run_dir.join(retrain::HISTORY_FILE).display());
-        }
-        Command::Demo {
-            workdir,
-            fresh,
-            image_size,
-            labeled_per_class,
-            pool_images,
-            val_per_class,
-            steps,
-            round_steps,
-            batch,
-            field_records,
-            max_frames,
-        } => {
-            let options = demo::DemoOptions {
-                workdir,
-                fresh,
-                image_size,
-                labeled_per_class,
-                pool_images,
-                val_per_class,
-                steps,
-                round_steps,
-                batch,
-                field_records,
-                max_frames,
-                progress: trainer::train::Progress::Bar,
-            };
-            let report = demo::run(&options)?;
-            print!("{}", retrain::table(&report.rounds));
-            println!(
-                "{} s; table: {}; history: {}",
-                report.seconds.round(),
-                options.workdir.join(demo::ROUNDS_JSON).display(),
-                report.history.display()
-            );
-        }
-        Command::Dataset(cmd) => match cmd {
-            DatasetCommand::Stats { dir } => print_stats(&dir, &dataset::stats(&dir)?),
-            DatasetCommand::Import { from, into } => {
-                let (copied, present) = dataset::import_collected(&from, &into)?;
-                println!(
-                    "{copied} crop(s) copied into {}, {present} already there",
-                    into.display()
-                );
-            }
-            DatasetCommand::Split {
-                from,
-                into,
-                val,
-                seed,
-            } => {
-                let (train, val) = dataset::split(&from, &into, val, seed)?;
-                println!("{train} train / {val} val image(s) in {}", into.display());
-            }
-        },
     }
     Ok(())
 }
@@ -650,19 +701,5 @@ fn print_stats(dir: &Path, stats: &dataset::Stats) {
             "  {class:<24} {n:>8} {:>6.1}%",
             100.0 * *n as f64 / total as f64
         );
-    }
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            let code = err
-                .downcast_ref::<tools::Error>()
-                .map_or(1, tools::Error::exit_code);
-            ExitCode::from(code)
-        }
     }
 }

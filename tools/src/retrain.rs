@@ -7,8 +7,8 @@
 //! 2. trains `RUN_DIR/rounds/round-NNN`, warm-started from the incumbent (weights, EMA
 //!    teacher and DTA thresholds) with the enlarged pool as unlabeled data;
 //! 3. exports it (fp32 + int8, calibrated on the pool; fp32 is shipped, the faster one in tract);
-//! 4. scores the new fp32 model and the incumbent's on the same validation folder, with the
-//!    board's runtime and preprocessing ([`score_model`]);
+//! 4. scores the new fp32 model and the incumbent's on the same validation folder, as the
+//!    board sees it: its runtime, preprocessing, detector and crop margin ([`score_model`]);
 //! 5. bundles, signs and flashes it only if it is not worse ([`gate`]);
 //! 6. appends a [`RoundRecord`] to `RUN_DIR/rounds.jsonl`.
 //!
@@ -22,13 +22,13 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use edge::classify::{Classifier, image_folder, read_manifest};
-use firmware_config::config::ClassifierConfig;
-use firmware_config::preprocess::ImageView;
+use edge::classify::Classifier;
+use edge::detect::Detector;
+use edge::margin::Framing;
+use firmware_config::config::{ClassifierConfig, DetectorConfig, DetectorKind};
 use serde::{Deserialize, Serialize};
 use trainer::TrainConfig;
 use trainer::checkpoint;
-use trainer::eval::EvalReport;
 use trainer::export::cli::{CalibArg, ExportArgs, run_export};
 use trainer::export::pipeline::manifest_file;
 use trainer::train::{self, Progress, TrainSummary};
@@ -111,46 +111,50 @@ pub fn gate(candidate: &Score, incumbent: Option<&Score>, tolerance: f64) -> Gat
     }
 }
 
-/// Scores an exported model (its manifest file) on a labeled ImageFolder of face crops, the
-/// way the board classifies a face: tract, the manifest's preprocessing, the model file the
-/// manifest names. Each image is one face (as in training).
-pub fn score_model(manifest_path: &Path, val: &Path) -> Result<Score> {
-    let manifest = read_manifest(manifest_path)?;
-    let model = manifest_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(&manifest.model_file);
-    let names = manifest.class_names.clone();
-    let classifier = Classifier::load(&model, manifest, &ClassifierConfig::default())?;
-    let (mut truth, mut predicted) = (Vec::new(), Vec::new());
-    for (class, images) in image_folder(val)? {
-        let Some(index) = names.iter().position(|n| *n == class) else {
-            return Err(Error::file(
-                val.join(&class),
-                format!(
-                    "class {class:?} is not one of the model's classes {names:?}: the validation \
-                     folder must use the training classes"
-                ),
-            ));
-        };
-        for chunk in images.chunks(64) {
-            let decoded = chunk
-                .iter()
-                .map(|p| edge::load_image(p))
-                .collect::<edge::Result<Vec<_>>>()?;
-            let views: Vec<ImageView<'_>> = decoded.iter().map(|i| i.view()).collect();
-            for c in classifier.classify_crops(&views)? {
-                truth.push(index);
-                predicted.push(c.class_index);
+/// How the board meets a validation face: its detector, the margin measured for it, and the
+/// camera frame a face crop is placed in ([`Framing`]). Without a detector the crop is the face.
+#[derive(Debug)]
+pub struct BoardView {
+    detector: Detector,
+    config: DetectorConfig,
+    framing: Framing,
+}
+
+impl BoardView {
+    /// The view of the board that `config` (a device config file) and `detector` (its
+    /// detector file, if the config names a detector) describe.
+    pub fn from_config(config: &Path, detector: Option<&Path>) -> Result<Self> {
+        let device = crate::config::load_any(config)?;
+        let found = match (device.detector.kind, detector) {
+            (DetectorKind::None, _) => Detector::WholeFrame,
+            (_, Some(path)) => Detector::from_file(&device.detector, path)?,
+            (kind, None) => {
+                return Err(Error::file(
+                    config,
+                    format!("uses the {kind:?} detector: pass its file with --detector"),
+                ));
             }
-        }
+        };
+        let framing = Framing::for_detector(&found, device.camera.width, device.camera.height);
+        Ok(Self {
+            detector: found,
+            config: device.detector,
+            framing,
+        })
     }
-    if truth.is_empty() {
-        return Err(Error::file(val, "holds no images to score"));
-    }
-    let report = EvalReport::from_predictions(&names, &truth, &predicted);
+}
+
+/// Scores an exported model (its manifest file) on a labeled ImageFolder of face crops the
+/// way the board classifies a face ([`BoardView`]): tract, the manifest's preprocessing and
+/// the model file it names; with a detector, each crop is placed in a camera frame, found and
+/// cut with the detector's margin, and a face the detector misses counts as wrong.
+pub fn score_model(manifest_path: &Path, val: &Path, board: &BoardView) -> Result<Score> {
+    let classifier =
+        Classifier::from_manifest_file(manifest_path, None, &ClassifierConfig::default())?
+            .with_detector_margin(&board.config);
+    let report = classifier.evaluate_folder(&board.detector, val, None, board.framing)?;
     Ok(Score {
-        images: report.count as u64,
+        images: report.images,
         accuracy: report.accuracy,
         macro_f1: report.macro_f1,
     })
@@ -354,6 +358,8 @@ fn deploy(
             extra: Vec::new(),
             out: out.to_path_buf(),
             force: true,
+            version: None,
+            rotate_from: None,
         },
         &key,
     )?;
@@ -373,6 +379,91 @@ fn now() -> String {
     collect::rfc3339(ms)
 }
 
+/// What a round trained, and on what: the parts of its [`RoundRecord`] that differ between
+/// the starting run and the rounds after it.
+struct Trained {
+    round: u32,
+    run_dir: PathBuf,
+    warm_start: Option<PathBuf>,
+    class_names: Vec<String>,
+    labeled: Option<usize>,
+    unlabeled: Option<usize>,
+    thresholds: Vec<f32>,
+    collected: usize,
+    added_to_pool: usize,
+}
+
+/// Exports a trained round, scores it (and the incumbent `base`, if any) on the validation
+/// folder, gates it, deploys it when the gate passes and `flash` allows, and appends its
+/// record to the history.
+fn finish_round(
+    setup: &LoopSetup,
+    started: Instant,
+    trained: Trained,
+    base: Option<&RoundRecord>,
+    flash: bool,
+    on_step: &mut dyn FnMut(&str),
+) -> Result<RoundRecord> {
+    let round = trained.round;
+    let dir = round_dir(setup, round);
+    on_step(&format!("round {round}: exporting fp32 + int8"));
+    let manifest = export(setup, &trained.run_dir, &dir.join("export"))?;
+    on_step(&format!(
+        "round {round}: {}",
+        if base.is_some() {
+            "scoring both models"
+        } else {
+            "scoring on the validation folder"
+        }
+    ));
+    let board = BoardView::from_config(&setup.config, setup.detector.as_deref())?;
+    let score = score_model(&manifest, &setup.val, &board)?;
+    let incumbent = match base {
+        Some(base) => Some(Incumbent {
+            round: base.round,
+            score: score_model(&base.manifest, &setup.val, &board)?,
+        }),
+        None => None,
+    };
+    let mut decision = gate(
+        &score,
+        incumbent.as_ref().map(|i| &i.score),
+        setup.tolerance,
+    );
+    let bundle_id = match (decision.deploy, flash) {
+        (true, true) => Some(deploy(setup, &manifest, &dir.join("bundle"), on_step)?),
+        (true, false) => {
+            decision
+                .reason
+                .push_str("; the starting run is the baseline, not flashed by this command");
+            None
+        }
+        (false, _) => None,
+    };
+    let record = RoundRecord {
+        round,
+        run_dir: trained.run_dir,
+        warm_start: trained.warm_start,
+        manifest,
+        class_names: trained.class_names,
+        labeled: trained.labeled,
+        unlabeled: trained.unlabeled,
+        collected: trained.collected,
+        added_to_pool: trained.added_to_pool,
+        score,
+        incumbent,
+        gate: decision,
+        thresholds: trained.thresholds,
+        deployed: bundle_id.is_some(),
+        bundle_id,
+        board: setup.board.address(),
+        seconds: started.elapsed().as_secs_f64(),
+        finished: now(),
+    };
+    append_history(&setup.run_dir, &record)?;
+    Ok(record)
+}
+
 /// Makes the starting run round 1 when the history is empty: exports it, scores it and,
 /// with `flash`, bundles and flashes it. Returns `None` when the history already has rounds.
 pub fn start(
@@ -385,43 +476,19 @@ pub fn start(
     }
     let started = Instant::now();
     let ckpt = checkpoint::load(&setup.run_dir)?;
-    let dir = round_dir(setup, 1);
-    on_step("round 1: exporting fp32 + int8");
-    let manifest = export(setup, &setup.run_dir, &dir.join("export"))?;
-    on_step("round 1: scoring on the validation folder");
-    let score = score_model(&manifest, &setup.val)?;
-    let mut decision = gate(&score, None, setup.tolerance);
-    let bundle_id = if flash {
-        Some(deploy(setup, &manifest, &dir.join("bundle"), on_step)?)
-    } else {
-        decision
-            .reason
-            .push_str("; the starting run is the baseline, not flashed by this command");
-        None
-    };
     let summary = summary_of(&setup.run_dir);
-    let record = RoundRecord {
+    let trained = Trained {
         round: 1,
         run_dir: setup.run_dir.clone(),
         warm_start: None,
-        manifest,
         class_names: ckpt.state.class_names.clone(),
         labeled: summary.as_ref().map(|s| s.labeled),
         unlabeled: summary.as_ref().map(|s| s.unlabeled),
+        thresholds: ckpt.thresholds.thresholds.clone(),
         collected: 0,
         added_to_pool: 0,
-        score,
-        incumbent: None,
-        gate: decision,
-        thresholds: ckpt.thresholds.thresholds.clone(),
-        deployed: bundle_id.is_some(),
-        bundle_id,
-        board: setup.board.address(),
-        seconds: started.elapsed().as_secs_f64(),
-        finished: now(),
     };
-    append_history(&setup.run_dir, &record)?;
-    Ok(Some(record))
+    finish_round(setup, started, trained, None, flash, on_step).map(Some)
 }
 
 /// Runs one round after the first (see the module docs) and records it.
@@ -476,45 +543,19 @@ pub fn run_round(setup: &LoopSetup, on_step: &mut dyn FnMut(&str)) -> Result<Rou
     ));
     let summary = train_or_resume(config, &dir, setup.progress)?;
 
-    // 3-4. Export and score both on the same folder.
-    on_step(&format!("round {round}: exporting fp32 + int8"));
-    let manifest = export(setup, &dir, &dir.join("export"))?;
-    on_step(&format!("round {round}: scoring both models"));
-    let score = score_model(&manifest, &setup.val)?;
-    let old = score_model(&base.manifest, &setup.val)?;
-    let decision = gate(&score, Some(&old), setup.tolerance);
-
-    // 5. Deploy only what passed.
-    let bundle_id = if decision.deploy {
-        Some(deploy(setup, &manifest, &dir.join("bundle"), on_step)?)
-    } else {
-        None
-    };
-    let record = RoundRecord {
+    // 3-6. Export, score both on the same folder, deploy only what passed, record.
+    let trained = Trained {
         round,
-        run_dir: dir.clone(),
+        run_dir: dir,
         warm_start: Some(base.run_dir.clone()),
-        manifest,
-        class_names: summary.class_names.clone(),
+        class_names: summary.class_names,
         labeled: Some(summary.labeled),
         unlabeled: Some(summary.unlabeled),
+        thresholds: summary.thresholds,
         collected,
         added_to_pool: added,
-        score,
-        incumbent: Some(Incumbent {
-            round: base.round,
-            score: old,
-        }),
-        gate: decision,
-        thresholds: summary.thresholds.clone(),
-        deployed: bundle_id.is_some(),
-        bundle_id,
-        board: setup.board.address(),
-        seconds: started.elapsed().as_secs_f64(),
-        finished: now(),
     };
-    append_history(&setup.run_dir, &record)?;
-    Ok(record)
+    finish_round(setup, started, trained, Some(base), true, on_step)
 }
 
 /// One row of the rounds table.

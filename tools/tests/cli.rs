@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use firmware_config::exit_code::{self, Program};
+
 fn fer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fer"))
         .args(args)
@@ -36,7 +38,10 @@ fn help_lists_every_command_and_the_exit_codes() {
             "{command} missing from --help:\n{text}"
         );
     }
-    assert!(text.contains("Exit codes"), "{text}");
+    assert!(
+        text.contains(&exit_code::help(Program::Fer)),
+        "the exit-code table is missing from --help:\n{text}"
+    );
     let flash = stdout(&fer(&["flash", "--help"]));
     assert!(
         flash.contains("ssh://") && flash.contains("--ssh-option"),
@@ -69,7 +74,7 @@ fn config_template_encodes_decodes_and_checks() {
 
     std::fs::write(&toml_path, "[detector]\nscore_threshold = 1.5\n").unwrap();
     let out = fer(&["config", "encode", s(&toml_path), s(&bin)]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(exit_code::BAD_INPUT.into()));
     let err = stderr(&out);
     assert!(
         err.contains("board.toml") && err.contains("detector.score_threshold"),
@@ -118,13 +123,13 @@ fn dataset_split_stats_and_bad_addresses() {
     );
 
     let out = fer(&["status", "--board", "ftp://somewhere/x"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit_code::USAGE.into()));
     assert!(stderr(&out).contains("ssh://user@host"), "{}", stderr(&out));
     let out = fer(&[
         "status",
         "--board",
         &format!("dir:{}", tmp.path().display()),
     ]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(exit_code::BUNDLE_REFUSED.into()));
     assert!(stderr(&out).contains("trusted.pub"), "{}", stderr(&out));
 }

@@ -4,7 +4,9 @@
 Builds the same network as trainer::model (see trainer/src/model/mod.rs for the exact
 computation) from the ModelConfig JSON given with --config, then times training steps
 (forward with region dropout, cross-entropy, backward, AdamW) and inference batches on the
-CPU. Prints one JSON object. Exits with code 3 and a one-line reason when torch is missing.
+CPU or, with --device cuda, on the first GPU (synchronised before every clock reading).
+Prints one JSON object. Exits with code 3 and a one-line reason when torch (or, for cuda, a
+GPU) is missing.
 """
 import argparse
 import json
@@ -58,7 +60,7 @@ class Net(nn.Module):
     def __init__(self, c):
         super().__init__()
         eps = c["bn_epsilon"]
-        self.stem = conv_bn(c["input_channels"], c["width"], 3, 2, 1, eps)
+        self.stem = conv_bn(c["input_channels"], c["width"], 3, c.get("stem_stride", 2), 1, eps)
         blocks, ch = [], c["width"]
         for i, count in enumerate(c["blocks"]):
             out = c["width"] << i
@@ -77,27 +79,29 @@ class Net(nn.Module):
         if self.lae:
             self.conv3 = nn.Conv2d(ch, hidden, 3, 1, 1)
             self.conv1 = nn.Conv2d(hidden, 1, 1)
-            self.region_logits = nn.Parameter(torch.zeros(self.k * self.k))
+            self.region_scale = nn.Parameter(torch.tensor([5.0]))
         self.head = nn.Linear(2 * ch if self.lae else ch, c["num_classes"])
 
     def forward(self, x):
         f = self.blocks(F.relu(self.stem(x)))
-        if self.lae:
-            f = f * (torch.sigmoid(self.conv1(F.relu(self.conv3(f)))) + 1)
         n, c, h, w = f.shape
-        if self.training and self.p > 0:
-            mask = torch.ones(n, 1, h, w)
-            rh, rw = h // self.k, w // self.k
-            for i in range(n):
-                if torch.rand(()) < self.p:
-                    r = int(torch.randint(self.k * self.k, ()))
-                    y0, x0 = (r // self.k) * rh, (r % self.k) * rw
-                    mask[i, :, y0:y0 + rh, x0:x0 + rw] = 0
-            f = f * mask
+        k = self.k
+        if self.lae:
+            a = torch.sigmoid(self.conv1(F.relu(self.conv3(f))))
+            means = F.avg_pool2d(a, (h // k, w // k)).flatten(1)
+            alpha = torch.softmax(self.region_scale * means, 1).view(n, 1, k, k)
+            f = f * (a + 1)
+        if self.training and self.p > 0 and k > 1:
+            # One region per dropped sample, the rest scaled by k^2 / (k^2 - 1).
+            drop = (torch.rand(n, device=f.device) < self.p).float()
+            region = torch.randint(k * k, (n,), device=f.device)
+            hole = F.one_hot(region, k * k).float() * drop[:, None]
+            hole = hole.view(n, 1, k, k).repeat_interleave(h // k, 2).repeat_interleave(w // k, 3)
+            keep = 1 + drop * (1 / (k * k - 1))
+            f = f * (1 - hole) * keep.view(n, 1, 1, 1)
         g = F.adaptive_avg_pool2d(f, 1)
         if self.lae:
-            cells = F.avg_pool2d(f, (h // self.k, w // self.k))
-            alpha = torch.softmax(self.region_logits, 0).view(1, 1, self.k, self.k)
+            cells = F.avg_pool2d(f, (h // k, w // k))
             g = torch.cat([g, (cells * alpha).sum(dim=(2, 3), keepdim=True)], 1)
         return self.head(g.flatten(1))
 
@@ -107,11 +111,17 @@ def main():
     ap.add_argument("--config", required=True, help="ModelConfig JSON")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("torch sees no CUDA device")
+        sys.exit(3)
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     c = json.loads(a.config)
-    net = Net(c)
-    x = torch.randn(a.batch, c["input_channels"], c["input_height"], c["input_width"])
-    y = torch.arange(a.batch) % c["num_classes"]
+    net = Net(c).to(dev)
+    x = torch.randn(a.batch, c["input_channels"], c["input_height"], c["input_width"], device=dev)
+    y = torch.arange(a.batch, device=dev) % c["num_classes"]
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
 
     def step():
@@ -121,22 +131,27 @@ def main():
 
     net.train()
     step()
+    sync()
     t = time.perf_counter()
     for _ in range(a.iters):
         step()
+    sync()
     train = a.iters * a.batch / (time.perf_counter() - t)
     net.eval()
     with torch.no_grad():
         net(x)
+        sync()
         t = time.perf_counter()
         for _ in range(a.iters):
             net(x)
+        sync()
         infer = a.iters * a.batch / (time.perf_counter() - t)
     print(json.dumps({
         "parameters": sum(p.numel() for p in net.parameters()),
         "train_images_per_second": train,
         "infer_images_per_second": infer,
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu",
     }))
 
 

@@ -26,25 +26,22 @@ pub enum BackendKind {
 impl std::str::FromStr for BackendKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "flex" => Ok(BackendKind::Flex),
-            "cuda" => Ok(BackendKind::Cuda),
-            "tch" => Ok(BackendKind::Tch),
-            other => Err(Error::config(
-                "backend",
-                format!("unknown backend {other:?}; use flex, cuda or tch"),
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|kind| kind.name()).collect();
+                Error::config(
+                    "backend",
+                    format!("unknown backend {s:?}; use {}", names.join(", ")),
+                )
+            })
     }
 }
 
 impl std::fmt::Display for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BackendKind::Flex => "flex",
-            BackendKind::Cuda => "cuda",
-            BackendKind::Tch => "tch",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -87,6 +84,9 @@ fn cuda_driver_present() -> std::result::Result<(), String> {
 }
 
 impl BackendKind {
+    /// Every backend.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::Cuda, BackendKind::Tch];
+
     /// Whether this build includes the backend.
     pub fn compiled(self) -> bool {
         match self {
@@ -165,8 +165,14 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for kind in [BackendKind::Flex, BackendKind::Cuda, BackendKind::Tch] {
+        for kind in BackendKind::ALL {
             assert_eq!(kind.name().parse::<BackendKind>().unwrap(), kind);
+            assert_eq!(kind.to_string(), kind.name());
+            // serde's names (configs) are the same.
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.name())
+            );
         }
         assert!("metal".parse::<BackendKind>().is_err());
         assert!(BackendKind::Flex.check().is_ok());

@@ -127,6 +127,7 @@ pub fn torch_reference(
     config: &ModelConfig,
     batch: usize,
     iters: usize,
+    cuda: bool,
 ) -> Result<Reference> {
     if !script.exists() {
         return Err(Error::config(
@@ -147,6 +148,8 @@ pub fn torch_reference(
             &batch.to_string(),
             "--iters",
             &iters.to_string(),
+            "--device",
+            if cuda { "cuda" } else { "cpu" },
         ])
         .output()
     {

@@ -3,14 +3,16 @@
 //! `run_dir/checkpoint/` holds
 //! * `config.json`: the [`TrainConfig`] (model, algorithm, data, optimiser, seed, ...);
 //! * `model.json`: the [`ModelConfig`] alone (what an exporter needs);
-//! * `student.mpk`, `teacher.mpk`: the weights (burn's named MessagePack, full precision);
+//! * `student.mpk`, `teacher.mpk`: the weights the training continues from (burn's named
+//!   MessagePack, full precision);
+//! * `model.mpk`: the model to deploy, the teacher with its BatchNorm statistics
+//!   re-estimated on weak views (see `algorithm/teacher.rs`);
 //! * `optimizer.mpk`: the AdamW moments;
 //! * `state.json`: the step, the DTA state and the class names ([`TrainState`]);
 //! * `thresholds.json`: the per-class thresholds the board uses ([`Thresholds`]).
 //!
 //! A checkpoint is written to `checkpoint.tmp/` and then renamed into place, so an interrupted
-//! save never destroys the previous one. The model to deploy is the EMA teacher
-//! ([`Checkpoint::model`]).
+//! save never destroys the previous one. The model to deploy is [`Checkpoint::model`].
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::algorithm::{Algorithm, DtaState};
 use crate::error::{Error, Result, read_json, write_json};
 use crate::model::{Model, ModelConfig};
-use crate::train::TrainConfig;
+use crate::train::config::TrainConfig;
 
 /// Name of the checkpoint folder inside a run folder.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
@@ -83,8 +85,19 @@ fn load_weights<B: Backend>(
 }
 
 impl Checkpoint {
-    /// The model to deploy (the EMA teacher), on backend `B`.
+    /// The model to deploy (the EMA teacher with re-estimated BatchNorm statistics), on
+    /// backend `B`. Checkpoints written before `model.mpk` existed give their teacher.
     pub fn model<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
+        let name = if self.dir.join("model.mpk").is_file() {
+            "model"
+        } else {
+            "teacher"
+        };
+        load_weights(&self.dir, name, &self.config.model, device)
+    }
+
+    /// The EMA teacher as training left it (what a resumed or warm-started run continues).
+    pub fn teacher<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
         load_weights(&self.dir, "teacher", &self.config.model, device)
     }
 
@@ -148,6 +161,8 @@ pub struct SaveParts<'a, S: Backend, T: Backend, R> {
     pub student: &'a Model<S>,
     /// The teacher.
     pub teacher: &'a Model<T>,
+    /// The model to deploy.
+    pub deployed: &'a Model<T>,
     /// The optimiser record.
     pub optimizer: R,
 }
@@ -180,6 +195,9 @@ pub fn save<S: Backend, T: Backend, R: burn::record::Record<S>>(
     recorder
         .record(parts.teacher.clone().into_record(), tmp.join("teacher"))
         .map_err(|e| record_err("teacher", e))?;
+    recorder
+        .record(parts.deployed.clone().into_record(), tmp.join("model"))
+        .map_err(|e| record_err("model", e))?;
     <Recorder as burn::record::Recorder<S>>::record(
         &recorder,
         parts.optimizer,

@@ -141,7 +141,7 @@ pub fn markdown(rows: &[RunRow]) -> String {
 pub fn plot_accuracy(runs: &[PathBuf], path: &Path) -> Result<()> {
     let mut series = Vec::new();
     for (k, dir) in runs.iter().enumerate() {
-        let (_, evals) = plots::read_metrics(&dir.join("metrics.jsonl"))?;
+        let (_, evals) = crate::train::metrics::read_metrics(&dir.join("metrics.jsonl"))?;
         series.push(Series {
             label: run_name(dir),
             colour: plots::class_colour(k),

@@ -2,10 +2,14 @@
 //!
 //! * [`model`]: backbone (ResNet-style or mobile) + local attention enhancement + random
 //!   region dropout.
-//! * [`algorithm`]: EMA teacher, dynamic thresholds (DTA), selective negative learning (SNL).
+//! * [`algorithm`]: one file per rule: dynamic thresholds (`dta.rs`), pseudo-labels
+//!   (`pseudo_label.rs`), selective negative learning (`negative.rs`), the EMA teacher
+//!   (`teacher.rs`).
 //! * [`data`]: ImageFolder / FER2013 CSV / unlabeled folders / field-log segments, label
 //!   budget, augmentation, background batch building.
-//! * [`train`]: the training loop ([`train::train`], [`train::resume`]) and [`TrainConfig`].
+//! * [`train`]: the training loop ([`train::train`], [`train::resume`]), one step
+//!   ([`train::step`]), the configuration ([`train::config`], [`TrainConfig`]) and the metrics
+//!   log ([`train::metrics`]).
 //! * [`checkpoint`]: checkpoints ([`checkpoint::load`]) with thresholds for the board.
 //! * [`eval`]: accuracy, per-class recall, macro-F1, confusion matrix.
 //! * [`bench`](mod@bench): training and inference throughput.
@@ -15,7 +19,8 @@
 //! * [`export`]: ONNX export (fp32, and int8 in QDQ form after calibration) with the
 //!   manifest the board reads.
 //!
-//! The algorithm is our formulation of the ideas of arXiv 2601.05556 (see DESIGN.md).
+//! The algorithm is our formulation of the ideas of arXiv 2601.05556; docs/design.md states
+//! every formula and the measurements behind each choice.
 
 pub mod algorithm;
 pub mod backend;

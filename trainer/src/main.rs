@@ -6,14 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use trainer::algorithm::Algorithm;
+use firmware_config::exit_code::{self, Program};
+use trainer::algorithm::{Algorithm, ThresholdRule};
 use trainer::backend::BackendKind;
+use trainer::data::loader::{LabeledAugmentation, Sampling};
 use trainer::data::{LabelBudget, LabeledSource};
 use trainer::model::{Backbone, ModelConfig};
 use trainer::train::{Progress, TrainConfig, preprocessing_for};
-
-const EXIT_HELP: &str = "Exit codes: 0 success; 1 runtime failure (I/O, decoding, plotting); \
-2 bad command line; 3 bad input (configuration, dataset, checkpoint); 4 backend unavailable.";
 
 /// Semi-supervised facial-expression training (DTA + SNL with an EMA teacher) on burn.
 ///
@@ -21,7 +20,7 @@ const EXIT_HELP: &str = "Exit codes: 0 success; 1 runtime failure (I/O, decoding
 /// metrics.jsonl (one line per step and per evaluation), checkpoint/ (weights, teacher,
 /// optimiser, DTA state, thresholds.json), summary.json and PNG plots.
 #[derive(Parser, Debug)]
-#[command(name = "fer-train", version, after_help = EXIT_HELP)]
+#[command(name = "fer-train", version, after_help = exit_code::help(Program::Train))]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,6 +103,33 @@ struct TrainArgs {
     /// supervised | fixed (FixMatch, 0.95) | dta | dta-snl.
     #[arg(long)]
     algorithm: Option<Algorithm>,
+    /// How DTA computes its thresholds: freematch (bias-corrected s * m_c / max m) or quantile
+    /// (accept the most confident share of each predicted class, rising over the run).
+    #[arg(long)]
+    threshold_rule: Option<ThresholdRule>,
+    /// Pseudo-label loss only at or above the thresholds (no soft weights below them).
+    #[arg(long)]
+    hard_thresholds: bool,
+    /// Quantile rule: share of each predicted class accepted at the start.
+    #[arg(long)]
+    quantile_start: Option<f64>,
+    /// Quantile rule: share of each predicted class accepted at the end.
+    #[arg(long)]
+    quantile_end: Option<f64>,
+    /// SNL: the student must still give a complementary class at least this probability.
+    #[arg(long)]
+    neg_student_min: Option<f64>,
+    /// How labeled samples are drawn: balanced (every class equally often) or natural.
+    #[arg(long)]
+    sampling: Option<Sampling>,
+    /// Augmentation of labeled samples: fer (flip, rotation, scale, shift, random erasing) or
+    /// weak (flip and a small shift).
+    #[arg(long)]
+    labeled_augmentation: Option<LabeledAugmentation>,
+    /// Batches of weak views over which the deployed teacher's BatchNorm statistics are
+    /// re-estimated before each evaluation and checkpoint (0: off).
+    #[arg(long)]
+    bn_recalibration: Option<usize>,
     /// resnet | mobile.
     #[arg(long)]
     backbone: Option<Backbone>,
@@ -116,6 +142,9 @@ struct TrainArgs {
     /// Square input size in pixels (48, 64, 112 ...).
     #[arg(long)]
     input_size: Option<usize>,
+    /// Stride of the stem convolution: 2 (default) or 1 (full resolution for stage 0).
+    #[arg(long)]
+    stem_stride: Option<usize>,
     /// Input channels: 1 (grayscale) or 3 (RGB).
     #[arg(long)]
     channels: Option<usize>,
@@ -281,6 +310,7 @@ fn base_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     set!(
         model.width => args.width,
         model.blocks => args.blocks,
+        model.stem_stride => args.stem_stride,
         model.input_channels => args.channels,
         model.rrd_prob => args.rrd_prob,
         model.regions => args.regions,
@@ -299,6 +329,10 @@ fn base_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let alg = &mut config.algorithm;
     set!(
         alg.algorithm => args.algorithm,
+        alg.threshold_rule => args.threshold_rule,
+        alg.quantile_start => args.quantile_start,
+        alg.quantile_end => args.quantile_end,
+        alg.neg_student_min => args.neg_student_min,
         alg.lambda_u => args.lambda_u,
         alg.lambda_n => args.lambda_n,
         alg.t_min => args.t_min,
@@ -319,7 +353,13 @@ fn base_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         config.workers => args.workers,
         config.backend => args.backend,
         config.data.max_validation => args.max_val,
+        config.data.sampling => args.sampling,
+        config.data.labeled_augmentation => args.labeled_augmentation,
+        config.bn_recalibration_batches => args.bn_recalibration,
     );
+    if args.hard_thresholds {
+        config.algorithm.soft_weights = false;
+    }
     if let Some(data) = &args.data {
         config.data.labeled = LabeledSource::from_path(data, &args.csv_usage);
     } else if args.config.is_none() {
@@ -463,6 +503,7 @@ fn cmd_bench(args: BenchArgs) -> anyhow::Result<()> {
                 &config,
                 args.batch,
                 args.iters,
+                args.backend == BackendKind::Cuda,
             )? {
                 trainer::bench::Reference::Measured(r) => {
                     println!(
@@ -496,9 +537,10 @@ fn cmd_compare(args: CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn exit_code(err: &anyhow::Error) -> u8 {
+/// The exit code of the one table ([`firmware_config::exit_code`]) for `err`.
+fn code_for(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<trainer::Error>() {
-        Some(trainer::Error::Backend { .. }) => 4,
+        Some(trainer::Error::Backend { .. }) => exit_code::BACKEND_UNAVAILABLE,
         Some(
             trainer::Error::Config { .. }
             | trainer::Error::Dataset { .. }
@@ -507,8 +549,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             | trainer::Error::Segment { .. }
             | trainer::Error::Json { .. }
             | trainer::Error::Calibration(_),
-        ) => 3,
-        _ => 1,
+        ) => exit_code::BAD_INPUT,
+        _ => exit_code::FAILURE,
     }
 }
 
@@ -526,7 +568,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(exit_code(&err))
+            ExitCode::from(code_for(&err))
         }
     }
 }

@@ -3,7 +3,9 @@
 //! * `accuracy.png`: validation accuracy of the student (blue) and teacher (red) over steps;
 //! * `thresholds.png`: every class's threshold over steps (one colour per class);
 //! * `pseudo_rate.png`: per class, the fraction of unlabeled samples predicted as that class
-//!   which became pseudo-labels, per evaluation window;
+//!   which became pseudo-labels, per window of steps;
+//! * `pseudo_precision.png`: per class, the share of those pseudo-labels that match the hidden
+//!   label (where the unlabeled pool has one), per window of steps;
 //! * `confusion.png`: the teacher's last confusion matrix (row-normalised; darker = more).
 //!
 //! Text needs a TrueType font: the first of `$FER_PLOT_FONT` and the usual DejaVu/Liberation
@@ -16,7 +18,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::train::{EvalMetrics, StepMetrics};
+use crate::train::metrics::{EvalMetrics, StepMetrics, read_metrics};
 
 const FONT_CANDIDATES: [&str; 5] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -68,26 +70,6 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
         path: path.to_path_buf(),
         reason: e.to_string(),
     }
-}
-
-/// Reads the step and evaluation lines of a `metrics.jsonl`.
-pub fn read_metrics(path: &Path) -> Result<(Vec<StepMetrics>, Vec<EvalMetrics>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-    let (mut steps, mut evals) = (Vec::new(), Vec::new());
-    for line in text.lines() {
-        if line.contains("\"kind\":\"eval\"") {
-            evals.push(serde_json::from_str(line).map_err(|cause| Error::Json {
-                path: path.to_path_buf(),
-                cause,
-            })?);
-        } else if !line.trim().is_empty() {
-            steps.push(serde_json::from_str(line).map_err(|cause| Error::Json {
-                path: path.to_path_buf(),
-                cause,
-            })?);
-        }
-    }
-    Ok((steps, evals))
 }
 
 /// One line series.
@@ -262,32 +244,34 @@ pub fn plot_run(run_dir: &Path, classes: &[String]) -> Result<Vec<PathBuf>> {
             .collect();
         line_chart(&path, "per-class thresholds", "threshold", &series)?;
         written.push(path);
-        // Pseudo-label rate per class over windows of ~20 points.
+        // Per-class acceptance rate and precision over windows of ~20 points.
         let window = (steps.len() / 20).max(1);
+        let windowed = |num: fn(&StepMetrics) -> &Vec<u32>, den: fn(&StepMetrics) -> &Vec<u32>| {
+            classes
+                .iter()
+                .enumerate()
+                .map(|(k, name)| Series {
+                    label: name.clone(),
+                    colour: class_colour(k),
+                    points: steps
+                        .chunks(window)
+                        .filter_map(|chunk| {
+                            let sum = |f: fn(&StepMetrics) -> &Vec<u32>| -> u32 {
+                                chunk
+                                    .iter()
+                                    .map(|s| f(s).get(k).copied().unwrap_or(0))
+                                    .sum()
+                            };
+                            let (n, d) = (sum(num), sum(den));
+                            let end = chunk.last().expect("chunks are not empty").step + 1;
+                            (d > 0).then(|| (end as f64, n as f64 / d as f64))
+                        })
+                        .collect(),
+                })
+                .collect::<Vec<_>>()
+        };
         let path = run_dir.join("pseudo_rate.png");
-        let series: Vec<Series> = classes
-            .iter()
-            .enumerate()
-            .map(|(k, name)| Series {
-                label: name.clone(),
-                colour: class_colour(k),
-                points: steps
-                    .chunks(window)
-                    .filter_map(|chunk| {
-                        let top: u32 = chunk
-                            .iter()
-                            .map(|s| s.top_per_class.get(k).copied().unwrap_or(0))
-                            .sum();
-                        let acc: u32 = chunk
-                            .iter()
-                            .map(|s| s.accepted_per_class.get(k).copied().unwrap_or(0))
-                            .sum();
-                        let end = chunk.last().expect("chunks are not empty").step + 1;
-                        (top > 0).then(|| (end as f64, acc as f64 / top as f64))
-                    })
-                    .collect(),
-            })
-            .collect();
+        let series = windowed(|s| &s.accepted_per_class, |s| &s.top_per_class);
         line_chart(
             &path,
             "pseudo-label rate per class",
@@ -295,10 +279,21 @@ pub fn plot_run(run_dir: &Path, classes: &[String]) -> Result<Vec<PathBuf>> {
             &series,
         )?;
         written.push(path);
+        let series = windowed(|s| &s.correct_per_class, |s| &s.known_per_class);
+        if series.iter().any(|s| !s.points.is_empty()) {
+            let path = run_dir.join("pseudo_precision.png");
+            line_chart(
+                &path,
+                "pseudo-label precision per class (hidden labels)",
+                "precision",
+                &series,
+            )?;
+            written.push(path);
+        }
     }
     let legend: String = std::iter::once(
-        "accuracy.png: student blue, teacher red. thresholds.png, pseudo_rate.png: one colour \
-         per class.\n"
+        "accuracy.png: student blue, teacher red. thresholds.png, pseudo_rate.png, \
+         pseudo_precision.png: one colour per class.\n"
             .to_string(),
     )
     .chain(classes.iter().enumerate().map(|(k, name)| {
@@ -320,6 +315,7 @@ pub fn plot_run(run_dir: &Path, classes: &[String]) -> Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
     use crate::eval::EvalReport;
+    use crate::train::metrics::MetricsLine;
 
     #[test]
     fn plots_are_drawn_from_metrics() {
@@ -328,38 +324,33 @@ mod tests {
         let mut lines = String::new();
         for step in 0..30u64 {
             let m = StepMetrics {
-                kind: "step".into(),
                 step,
                 lr: 1e-3,
                 loss: 1.0 / (step + 1) as f64,
-                supervised: 0.5,
-                pseudo: 0.3,
-                negative: 0.2,
-                mask_rate: 0.5,
-                pseudo_accuracy: Some(0.8),
                 thresholds: vec![0.5 + step as f32 / 100.0, 0.5],
                 top_per_class: vec![3, 1],
                 accepted_per_class: vec![2, 0],
-                with_negatives: 1,
+                known_per_class: vec![2, 0],
+                correct_per_class: vec![1, 0],
+                ..StepMetrics::default()
             };
-            lines.push_str(&serde_json::to_string(&m).unwrap());
+            lines.push_str(&serde_json::to_string(&MetricsLine::Step(m)).unwrap());
             lines.push('\n');
         }
         let report = EvalReport::from_predictions(&classes, &[0, 1, 1], &[0, 1, 0]);
         let eval = EvalMetrics {
-            kind: "eval".into(),
             step: 30,
             student: report.clone(),
             teacher: report,
             thresholds: vec![0.7, 0.5],
         };
-        lines.push_str(&serde_json::to_string(&eval).unwrap());
+        lines.push_str(&serde_json::to_string(&MetricsLine::Eval(eval)).unwrap());
         lines.push('\n');
         std::fs::write(dir.path().join("metrics.jsonl"), lines).unwrap();
         let (steps, evals) = read_metrics(&dir.path().join("metrics.jsonl")).unwrap();
         assert_eq!((steps.len(), evals.len()), (30, 1));
         let written = plot_run(dir.path(), &classes).unwrap();
-        assert_eq!(written.len(), 4);
+        assert_eq!(written.len(), 5);
         for png in written {
             let img = image::open(&png).unwrap();
             assert!(img.width() > 500, "{}", png.display());

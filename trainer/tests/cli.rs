@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use firmware_config::exit_code::{self, Program};
+
 fn fer_train(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fer-train"))
         .args(args)
@@ -64,6 +66,17 @@ fn path_str(path: &Path) -> &str {
 }
 
 #[test]
+fn help_lists_the_exit_code_table() {
+    let out = fer_train(&["--help"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let help = text(&out);
+    assert!(
+        help.contains(&exit_code::help(Program::Train)),
+        "the exit-code table is missing from --help:\n{help}"
+    );
+}
+
+#[test]
 fn train_resume_eval_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let (train, val, run) = (
@@ -78,7 +91,12 @@ fn train_resume_eval_and_exit_codes() {
     assert!(text(&out).contains("thresholds: bright"), "{}", text(&out));
     // Training again into the same folder is refused as bad input.
     let out = train_tiny(&train, &val, &run, "3", &["--steps", "4"]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::BAD_INPUT.into()),
+        "{}",
+        text(&out)
+    );
     let out = fer_train(&[
         "train",
         "--resume",
@@ -106,10 +124,20 @@ fn train_resume_eval_and_exit_codes() {
         "--run",
         path_str(&dir.path().join("r2")),
     ]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::BAD_INPUT.into()),
+        "{}",
+        text(&out)
+    );
     assert!(text(&out).contains("missing"), "{}", text(&out));
     let out = train_tiny(&train, &val, &dir.path().join("r3"), "9", &[]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::BAD_INPUT.into()),
+        "{}",
+        text(&out)
+    );
     assert!(
         text(&out).contains("has 6 labeled images"),
         "{}",
@@ -123,10 +151,20 @@ fn train_resume_eval_and_exit_codes() {
             "3",
             &["--backend", "cuda"],
         );
-        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(exit_code::BACKEND_UNAVAILABLE.into()),
+            "{}",
+            text(&out)
+        );
     }
     let out = fer_train(&["train", "--algorithm", "mixmatch", "--run", "x"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::USAGE.into()),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -203,6 +241,11 @@ fn compare_tables_finished_runs_and_refuses_unfinished_ones() {
 
     std::fs::create_dir_all(d.join("unfinished")).unwrap();
     let out = fer_train(&["compare", path_str(&d.join("unfinished"))]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::BAD_INPUT.into()),
+        "{}",
+        text(&out)
+    );
     assert!(text(&out).contains("not finished"), "{}", text(&out));
 }

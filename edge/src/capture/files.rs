@@ -6,11 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use firmware_config::image_folder::{IMAGE_EXTENSIONS, list_images};
+
 use super::{Frame, FrameSource, SourceCounters, StopToken, no_images};
 use crate::Error;
-
-/// File extensions read (case-insensitive).
-pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+use crate::pixels::rgb_image;
 
 /// Reads images from a file or a folder.
 #[derive(Debug)]
@@ -32,7 +32,9 @@ impl ImageSource {
         let meta = std::fs::metadata(path)
             .map_err(|source| Error::io("opening the image source", path, source))?;
         let (files, folder) = if meta.is_dir() {
-            (list_images(path)?, true)
+            let files = list_images(path)
+                .map_err(|source| Error::io("listing the folder", path, source))?;
+            (files, true)
         } else {
             (vec![path.to_path_buf()], false)
         };
@@ -63,34 +65,10 @@ impl ImageSource {
     }
 }
 
-/// The image files directly inside `dir`, sorted by name.
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let io = |source| Error::io("listing the folder", dir, source);
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        let is_image = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)));
-        if is_image && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 /// Decodes an image file to an RGB frame (without sequence number; `seq` is set to 0).
 pub fn load_frame(path: &Path) -> Result<Frame, Error> {
-    let img = image::open(path)
-        .map_err(|source| Error::Image {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    let mut frame = Frame::new(0, w, h, img.into_raw())?;
+    let image = crate::load_image(path)?;
+    let mut frame = Frame::new(0, image.width, image.height, rgb_image(&image).into_raw())?;
     frame.path = Some(path.to_path_buf());
     Ok(frame)
 }

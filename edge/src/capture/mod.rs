@@ -1,5 +1,6 @@
 //! Frame sources: a V4L2 camera, image files or folders, and synthetic faces with known
-//! expressions; plus the capture thread that keeps only the newest frame.
+//! expressions (drawn by [`crate::synthetic`]); plus the capture thread that keeps only the
+//! newest frame. Where frames go afterwards is [`crate::display`].
 //!
 //! Every source yields [`Frame`]s: packed RGB ([`PixelFormat::Rgb8`]) with a sequence number
 //! and a capture timestamp. A board runs a source on its own thread through
@@ -38,6 +39,7 @@ use firmware_config::config::CameraConfig;
 use firmware_config::preprocess::{ImageBuf, PixelFormat};
 
 use crate::Error;
+use crate::pixels::rgb_image;
 
 pub use thread::{CaptureStats, CaptureThread};
 
@@ -72,7 +74,7 @@ pub struct Frame {
     /// The file the frame came from (image sources only).
     pub path: Option<PathBuf>,
     /// Faces whose box and expression are known (synthetic sources only).
-    pub truth: Vec<synthetic::TruthFace>,
+    pub truth: Vec<crate::synthetic::TruthFace>,
 }
 
 impl Frame {
@@ -93,16 +95,6 @@ impl Frame {
     pub fn to_rgb_image(&self) -> image::RgbImage {
         rgb_image(&self.image)
     }
-}
-
-/// An [`ImageBuf`] as an `image` crate RGB buffer (grey is expanded).
-pub fn rgb_image(img: &ImageBuf) -> image::RgbImage {
-    let rgb = match img.format {
-        PixelFormat::Gray8 => img.pixels.iter().flat_map(|&g| [g, g, g]).collect(),
-        _ => img.pixels.clone(),
-    };
-    image::RgbImage::from_raw(img.width, img.height, rgb)
-        .expect("an ImageBuf's length matches its size")
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
@@ -270,10 +262,10 @@ impl SourceSpec {
             }
             Self::Images { path, looping } => Box::new(files::ImageSource::open(path, *looping)?),
             Self::Synthetic { seed } => {
-                let faces = synthetic::SyntheticConfig {
+                let faces = crate::synthetic::SyntheticConfig {
                     width: camera.width,
                     height: camera.height,
-                    ..synthetic::SyntheticConfig::default()
+                    ..crate::synthetic::SyntheticConfig::default()
                 };
                 let fps = (camera.fps > 0).then_some(camera.fps as f32);
                 Box::new(synthetic::SyntheticSource::new(faces, *seed, fps)?)

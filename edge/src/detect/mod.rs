@@ -65,13 +65,18 @@ impl Detector {
         Ok(Self::Cascade { cascade, params })
     }
 
-    /// The detector `config` describes, its `model_file` resolved against `dir` (a bundle's
-    /// folder); an absolute `model_file` is used as it is.
+    /// The detector `config` describes, its `model_file` (a plain name) in `dir` (a bundle's
+    /// folder, or an unbundled config's).
     pub fn from_config(config: &DetectorConfig, dir: &Path) -> Result<Self> {
-        let path = dir.join(&config.model_file);
+        Self::from_file(config, &dir.join(&config.model_file))
+    }
+
+    /// The detector `config` describes, loaded from `path` (a workstation file, not yet in a
+    /// bundle); `kind = "none"` needs no file.
+    pub fn from_file(config: &DetectorConfig, path: &Path) -> Result<Self> {
         match config.kind {
-            DetectorKind::Ultraface => Self::ultraface(&path, config),
-            DetectorKind::Cascade => Self::cascade(&path, config),
+            DetectorKind::Ultraface => Self::ultraface(path, config),
+            DetectorKind::Cascade => Self::cascade(path, config),
             DetectorKind::None => Ok(Self::WholeFrame),
             other => Err(Error::invalid(
                 "detector.kind",

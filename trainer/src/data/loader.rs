@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use firmware_config::manifest::Preprocessing;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 
 use super::ImageStore;
 use super::augment::{Strength, augment};
@@ -55,6 +56,65 @@ impl TrainSets {
     }
 }
 
+/// How labeled samples are drawn.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// A uniform class, then a uniform member of it: every class equally often.
+    #[default]
+    Balanced,
+    /// A uniform labeled sample: classes as often as the data has them.
+    Natural,
+}
+
+/// How labeled samples are augmented.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabeledAugmentation {
+    /// Flip, rotation, scale, shift and random erasing ([`Strength::Fer`]).
+    #[default]
+    Fer,
+    /// Flip and a small shift, the teacher's weak view ([`Strength::Weak`]).
+    Weak,
+}
+
+impl std::str::FromStr for Sampling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "balanced" => Ok(Sampling::Balanced),
+            "natural" => Ok(Sampling::Natural),
+            other => Err(Error::config(
+                "data.sampling",
+                format!("unknown sampling {other:?}; use balanced or natural"),
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for LabeledAugmentation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fer" => Ok(LabeledAugmentation::Fer),
+            "weak" => Ok(LabeledAugmentation::Weak),
+            other => Err(Error::config(
+                "data.labeled_augmentation",
+                format!("unknown augmentation {other:?}; use fer or weak"),
+            )),
+        }
+    }
+}
+
+impl LabeledAugmentation {
+    fn strength(self) -> Strength {
+        match self {
+            LabeledAugmentation::Fer => Strength::Fer,
+            LabeledAugmentation::Weak => Strength::Weak,
+        }
+    }
+}
+
 /// What a batch holds.
 #[derive(Clone, Debug)]
 pub struct BatchPlan {
@@ -64,6 +124,10 @@ pub struct BatchPlan {
     pub labeled_batch: usize,
     /// Unlabeled samples per batch (0: none).
     pub unlabeled_batch: usize,
+    /// How labeled samples are drawn.
+    pub sampling: Sampling,
+    /// How labeled samples are augmented.
+    pub augmentation: LabeledAugmentation,
 }
 
 /// One training step's inputs, preprocessed (`[N, C, H, W]` buffers).
@@ -102,6 +166,8 @@ pub mod streams {
     pub const UNLABELED: u64 = 2;
     /// Random region dropout in the model.
     pub const MODEL: u64 = 3;
+    /// Weak views for re-estimating the teacher's BatchNorm statistics.
+    pub const CALIBRATION: u64 = 4;
 }
 
 fn preprocess(
@@ -125,13 +191,21 @@ pub fn make_batch(
     let mut labeled = vec![0.0; plan.labeled_batch * len];
     let mut labels = Vec::with_capacity(plan.labeled_batch);
     for slot in labeled.chunks_mut(len) {
-        // Class-balanced: a uniform class, then a uniform member of it.
-        let class = rng.random_range(0..sets.by_class.len());
-        let members = &sets.by_class[class];
-        let index = members[rng.random_range(0..members.len())];
-        let img = augment(&sets.labeled.images[index], Strength::Weak, &mut rng);
+        let index = match plan.sampling {
+            Sampling::Balanced => {
+                let class = rng.random_range(0..sets.by_class.len());
+                let members = &sets.by_class[class];
+                members[rng.random_range(0..members.len())]
+            }
+            Sampling::Natural => rng.random_range(0..sets.labeled.len()),
+        };
+        let img = augment(
+            &sets.labeled.images[index],
+            plan.augmentation.strength(),
+            &mut rng,
+        );
         preprocess(pre, &img, slot)?;
-        labels.push(class);
+        labels.push(sets.labeled.labels[index].expect("labeled images carry labels"));
     }
     let count = if sets.unlabeled.is_empty() {
         0
@@ -157,6 +231,33 @@ pub fn make_batch(
         strong,
         hidden,
     })
+}
+
+/// `count` weak views of training images (labeled and unlabeled alike, drawn uniformly),
+/// preprocessed `[count, C, H, W]`: batch `index` of the BatchNorm re-estimation at `step`
+/// (deterministic in `seed`, `step` and `index`).
+pub fn weak_views(
+    sets: &TrainSets,
+    pre: &Preprocessing,
+    seed: u64,
+    step: u64,
+    index: u64,
+    count: usize,
+) -> Result<Vec<f32>> {
+    let len = pre.input_len();
+    let mut rng = step_rng(seed ^ index.rotate_left(32), step, streams::CALIBRATION);
+    let total = sets.labeled.len() + sets.unlabeled.len();
+    let mut out = vec![0.0; count * len];
+    for slot in out.chunks_mut(len) {
+        let k = rng.random_range(0..total);
+        let img = if k < sets.labeled.len() {
+            &sets.labeled.images[k]
+        } else {
+            &sets.unlabeled.images[k - sets.labeled.len()]
+        };
+        preprocess(pre, &augment(img, Strength::Weak, &mut rng), slot)?;
+    }
+    Ok(out)
 }
 
 /// Builds batches `start..end` on background threads, in order.
@@ -266,6 +367,8 @@ mod tests {
             seed: 4,
             labeled_batch: 64,
             unlabeled_batch: 3,
+            sampling: Sampling::Balanced,
+            augmentation: LabeledAugmentation::Fer,
         };
         let mut loader = BatchLoader::spawn(sets.clone(), pre(), plan.clone(), 2, 7, 3);
         let mut steps = Vec::new();
@@ -288,6 +391,38 @@ mod tests {
     }
 
     #[test]
+    fn natural_sampling_follows_the_class_frequencies() {
+        // Nine images of class 0 for one of class 1.
+        let mut labeled = store(10, true);
+        labeled.labels = (0..10).map(|i| Some(usize::from(i == 9))).collect();
+        let classes = vec!["a".to_string(), "b".to_string()];
+        let sets = TrainSets::new(labeled, ImageStore::default(), &classes).unwrap();
+        let count_ones = |sampling| {
+            let plan = BatchPlan {
+                seed: 3,
+                labeled_batch: 400,
+                unlabeled_batch: 0,
+                sampling,
+                augmentation: LabeledAugmentation::Weak,
+            };
+            let batch = make_batch(&sets, &pre(), &plan, 0).unwrap();
+            batch.labels.iter().filter(|l| **l == 1).count()
+        };
+        assert!((15..70).contains(&count_ones(Sampling::Natural)));
+        assert!((160..240).contains(&count_ones(Sampling::Balanced)));
+    }
+
+    #[test]
+    fn weak_views_are_deterministic_per_step_and_index() {
+        let classes = vec!["a".to_string(), "b".to_string()];
+        let sets = TrainSets::new(store(6, true), store(5, false), &classes).unwrap();
+        let a = weak_views(&sets, &pre(), 1, 10, 0, 7).unwrap();
+        assert_eq!(a.len(), 7 * 64);
+        assert_eq!(a, weak_views(&sets, &pre(), 1, 10, 0, 7).unwrap());
+        assert_ne!(a, weak_views(&sets, &pre(), 1, 10, 1, 7).unwrap());
+    }
+
+    #[test]
     fn a_class_without_images_is_named() {
         let classes = vec!["a".to_string(), "b".to_string(), "c".to_string()];
         let err = TrainSets::new(store(4, true), ImageStore::default(), &classes).unwrap_err();
@@ -303,6 +438,8 @@ mod tests {
             seed: 1,
             labeled_batch: 2,
             unlabeled_batch: 4,
+            sampling: Sampling::Natural,
+            augmentation: LabeledAugmentation::Weak,
         };
         let mut loader = BatchLoader::spawn(sets, pre(), plan, 0, 1_000_000, 2);
         let first = loader.next_batch().unwrap().unwrap();

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use firmware_config::image_folder::{self, IMAGE_EXTENSIONS, list_images_recursive};
 use firmware_config::manifest::Preprocessing;
 use firmware_config::preprocess::{ImageBuf, PixelFormat};
 use rand::SeedableRng;
@@ -29,9 +30,6 @@ use crate::error::{Error, Result};
 pub const FER2013_CSV_CLASSES: [&str; 7] = [
     "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
 ];
-
-/// File extensions read as images (case-insensitive).
-pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// Where labeled images come from.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -133,12 +131,6 @@ impl LabeledSet {
     }
 }
 
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
-
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Err(Error::dataset(
@@ -158,29 +150,26 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
-/// Lists an ImageFolder. With `classes`, the folder must only contain those classes (e.g. a
-/// validation folder must match the training classes); without, the sorted sub-folder names
-/// become the classes.
+/// Lists an ImageFolder by the contract's one listing
+/// ([`firmware_config::image_folder::list_image_folder`]: class order = label order). With
+/// `classes`, the folder must only contain those classes (e.g. a validation folder must match
+/// the training classes); without, the sorted sub-folder names become the classes.
 pub fn list_image_folder(root: &Path, classes: Option<&[String]>) -> Result<LabeledSet> {
-    let dirs: Vec<PathBuf> = read_dir_sorted(root)?
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .collect();
-    if dirs.is_empty() {
+    if !root.is_dir() {
+        return Err(Error::dataset(
+            root,
+            "does not exist or is not a folder; check the path",
+        ));
+    }
+    let folders =
+        image_folder::list_image_folder(root).map_err(|e| Error::io("listing", root, e))?;
+    if folders.is_empty() {
         return Err(Error::dataset(
             root,
             "no class folders: an ImageFolder is root/<class>/<image>.jpg|png",
         ));
     }
-    let names: Vec<String> = dirs
-        .iter()
-        .map(|d| {
-            d.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let names: Vec<String> = folders.iter().map(|f| f.name.clone()).collect();
     let classes: Vec<String> = match classes {
         Some(known) => {
             if let Some(unknown) = names.iter().find(|n| !known.contains(n)) {
@@ -197,12 +186,12 @@ pub fn list_image_folder(root: &Path, classes: Option<&[String]>) -> Result<Labe
         None => names.clone(),
     };
     let mut samples = Vec::new();
-    for (dir, name) in dirs.iter().zip(&names) {
+    for folder in folders {
         let label = classes
             .iter()
-            .position(|c| c == name)
+            .position(|c| *c == folder.name)
             .expect("checked above");
-        for path in read_dir_sorted(dir)?.into_iter().filter(|p| is_image(p)) {
+        for path in folder.images {
             samples.push(Sample {
                 id: path.display().to_string(),
                 source: SampleSource::File(path),
@@ -330,22 +319,15 @@ pub fn list_labeled(source: &LabeledSource, classes: Option<&[String]>) -> Resul
 
 /// Lists every image under `root`, recursively, as unlabeled samples.
 pub fn list_unlabeled_folder(root: &Path) -> Result<Vec<Sample>> {
-    fn walk(dir: &Path, out: &mut Vec<Sample>) -> Result<()> {
-        for path in read_dir_sorted(dir)? {
-            if path.is_dir() {
-                walk(&path, out)?;
-            } else if is_image(&path) {
-                out.push(Sample {
-                    id: path.display().to_string(),
-                    source: SampleSource::File(path),
-                    label: None,
-                });
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(root, &mut out)?;
+    let out: Vec<Sample> = list_images_recursive(root)
+        .map_err(|e| Error::io("listing", root, e))?
+        .into_iter()
+        .map(|path| Sample {
+            id: path.display().to_string(),
+            source: SampleSource::File(path),
+            label: None,
+        })
+        .collect();
     if out.is_empty() {
         return Err(Error::dataset(
             root,
@@ -492,20 +474,20 @@ impl ImageStore {
     }
 }
 
-/// Decodes one image file to 8-bit gray (grayscale files) or RGB (everything else).
+/// Decodes one image file by the toolkit's one rule
+/// ([`ImageBuf::from_decoded_rgba`]): images without colour stay one gray channel, colour
+/// images stay RGB, exactly as the board decodes them.
 pub fn decode_file(path: &Path) -> Result<ImageBuf> {
     let bad = |reason: String| Error::Image {
         path: path.to_path_buf(),
         reason,
     };
-    let img = image::open(path).map_err(|e| bad(e.to_string()))?;
-    let (w, h) = (img.width(), img.height());
-    let buf = if img.color().has_color() {
-        ImageBuf::new(w, h, PixelFormat::Rgb8, img.to_rgb8().into_raw())
-    } else {
-        ImageBuf::new(w, h, PixelFormat::Gray8, img.to_luma8().into_raw())
-    };
-    buf.map_err(|e| bad(e.to_string()))
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let img = image::load_from_memory(&bytes).map_err(|e| bad(e.to_string()))?;
+    let has_color = img.color().has_color();
+    let rgba = img.into_rgba8();
+    ImageBuf::from_decoded_rgba(rgba.width(), rgba.height(), has_color, rgba.as_raw())
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Decodes `samples` on `threads` background threads. Unreadable files are skipped and listed
@@ -734,16 +716,17 @@ pub(crate) mod tests {
         let mut bytes = encode_header(&header).unwrap();
         for i in 0..3u8 {
             let crop = ImageBuf::new(4, 4, PixelFormat::Gray8, vec![i; 16]).unwrap();
-            let record = FieldRecord::new(
-                i as u64,
-                "board-1".into(),
-                firmware_config::Sha256Digest([0; 32]),
-                i as u64,
-                0,
-                Default::default(),
-                vec![0.5, 0.5],
+            let record = FieldRecord {
+                timestamp_ms: i as u64,
+                device_id: "board-1".into(),
+                model_sha256: firmware_config::Sha256Digest([0; 32]),
+                frame_seq: i as u64,
+                track_id: 0,
+                face: Default::default(),
+                probabilities: vec![0.5, 0.5],
                 crop,
-            );
+                frame: None,
+            };
             bytes.extend(encode_record(&record).unwrap());
         }
         std::fs::create_dir(dir.path().join("board-1")).unwrap();

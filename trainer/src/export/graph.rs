@@ -1,6 +1,6 @@
 //! A small inference-graph IR and its ONNX writer.
 //!
-//! The IR holds exactly the ops our models need at inference time (see DESIGN.md); it is
+//! The IR holds exactly the ops our models need at inference time (see docs/design.md); it is
 //! written with the prost-generated ONNX types that `tract_onnx::pb` re-exports and encoded
 //! with [`prost::Message::encode`], so the bytes are produced by the protobuf library, never
 //! by hand. Opset [`OPSET`], batch dimension symbolic ([`BATCH_DIM`]).
@@ -148,6 +148,8 @@ pub enum Op {
         /// The axis.
         axis: i64,
     },
+    /// A new shape given as second input (int64; -1 infers one dimension).
+    Reshape,
     /// Collapse to 2-D at `axis`.
     Flatten {
         /// The axis.
@@ -188,6 +190,7 @@ impl Op {
             Op::ReduceSum { .. } => "ReduceSum",
             Op::Concat { .. } => "Concat",
             Op::Flatten { .. } => "Flatten",
+            Op::Reshape => "Reshape",
             Op::Gemm => "Gemm",
             Op::Softmax { .. } => "Softmax",
             Op::QuantizeLinear { .. } => "QuantizeLinear",

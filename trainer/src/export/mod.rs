@@ -11,7 +11,7 @@
 //!    Conv/Gemm input exposed, and [`quant`] rewrites the graph into QDQ form:
 //!    weights int8 symmetric per output channel, activations uint8 per tensor,
 //!    biases int32. Softmax and the model outputs stay float: a QDQ pair after Softmax made
-//!    tract and onnxruntime disagree by up to 0.96 on `probs` (DESIGN.md).
+//!    tract and onnxruntime disagree by up to 0.96 on `probs` (docs/design.md, "Export").
 
 pub mod calib;
 pub mod cli;

@@ -108,12 +108,26 @@ pub fn model_graph<B: Backend>(model: &Model<B>, config: &ModelConfig) -> Result
                 },
                 &[&enhanced],
             );
-            let weights = model.region_weights().expect("the model has LAE");
-            let alpha = g.add_initializer(
-                "lae.region_weights",
-                vec![1, 1, k, k],
-                TensorData::F32(weights),
+            // Input-dependent region weights: softmax over the regions of scale * mean(A).
+            let a_cells = g.add_node(
+                "lae.region_attention",
+                Op::AveragePool {
+                    kernel,
+                    strides: kernel,
+                },
+                &[&a],
             );
+            let a_flat = g.add_node("lae.region_flat", Op::Flatten { axis: 1 }, &[&a_cells]);
+            let scale = values(lae.region_scale.val())?;
+            let scale = g.add_initializer("lae.region_scale", vec![1], TensorData::F32(scale));
+            let logits = g.add_node("lae.region_logits", Op::Mul, &[&a_flat, &scale]);
+            let alpha_flat = g.add_node("lae.region_softmax", Op::Softmax { axis: 1 }, &[&logits]);
+            let grid = g.add_initializer(
+                "lae.region_grid",
+                vec![4],
+                TensorData::I64(vec![-1, 1, k as i64, k as i64]),
+            );
+            let alpha = g.add_node("lae.region_weights", Op::Reshape, &[&alpha_flat, &grid]);
             let weighted = g.add_node("pool.weighted", Op::Mul, &[&cells, &alpha]);
             let axes = g.add_initializer("pool.axes", vec![2], TensorData::I64(vec![2, 3]));
             let region = g.add_node(

@@ -353,12 +353,14 @@ pub fn export_model<B: Backend>(
     let fp32_entry = write(&fp32_path, &fp32_bytes)?;
     let fp32 = TractModel::load(&fp32_bytes, &fp32_path, &sample_shape, &[])?;
     let fp32_out = fp32.run(&check_batch)?;
+    let fp32_logits = fp32.output(&fp32_out, LOGITS_NAME)?;
+    let fp32_probs = fp32.output(&fp32_out, PROBS_NAME)?;
     let reference = burn_logits(
         model,
         &check_batch,
         [n_check, sample_shape[0], sample_shape[1], sample_shape[2]],
     )?;
-    let parity = max_abs_diff(&fp32_out[0].1, &reference);
+    let parity = max_abs_diff(fp32_logits, &reference);
     if parity.is_nan() || parity > PARITY_TOLERANCE {
         return Err(Error::Invalid(format!(
             "{}: tract's logits differ from burn's by {parity} (allowed {PARITY_TOLERANCE}); the export \
@@ -373,7 +375,7 @@ pub fn export_model<B: Backend>(
         &fp32_bytes,
         Precision::Fp32,
         &selftest_entry,
-        &fp32_out[1].1[..classes],
+        &fp32_probs[..classes],
         FP32_SELFTEST_TOLERANCE,
     );
     write_json(&req.out_dir.join(manifest_file(FP32_FILE)), &fp32_manifest)?;
@@ -381,7 +383,7 @@ pub fn export_model<B: Backend>(
     let mut report = ExportReport {
         run_id: req.run_id.clone(),
         model: config.clone(),
-        files: vec![fp32_entry, selftest_entry],
+        files: vec![fp32_entry, selftest_entry.clone()],
         parameters: graph.parameter_count(),
         parity_max_abs_diff: parity,
         int8_probs_max_abs_diff: None,
@@ -455,14 +457,15 @@ pub fn export_model<B: Backend>(
         report.files.push(write(&path, &bytes)?);
         let int8 = TractModel::load(&bytes, &path, &sample_shape, &[])?;
         let int8_out = int8.run(&check_batch)?;
-        report.int8_probs_max_abs_diff = Some(max_abs_diff(&int8_out[1].1, &fp32_out[1].1));
+        let int8_probs = int8.output(&int8_out, PROBS_NAME)?;
+        report.int8_probs_max_abs_diff = Some(max_abs_diff(int8_probs, fp32_probs));
         let m = manifest(
             req,
             INT8_FILE,
             &bytes,
             Precision::Int8,
-            &report.files[1],
-            &int8_out[1].1[..classes],
+            &selftest_entry,
+            &int8_probs[..classes],
             INT8_SELFTEST_TOLERANCE,
         );
         write_json(&req.out_dir.join(manifest_file(INT8_FILE)), &m)?;

@@ -77,6 +77,19 @@ impl TractModel {
         &self.output_names
     }
 
+    /// The values of the output called `name` in the result of [`TractModel::run`].
+    pub fn output<'a>(&self, outputs: &'a [Output], name: &str) -> Result<&'a [f32], Error> {
+        self.output_names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| outputs.get(i))
+            .map(|(_, values)| values.as_slice())
+            .ok_or_else(|| Error::Tract {
+                path: self.source.clone(),
+                message: format!("no output called {name} (outputs: {:?})", self.output_names),
+            })
+    }
+
     /// Elements of one input sample.
     pub fn sample_len(&self) -> usize {
         self.sample_shape.iter().product()

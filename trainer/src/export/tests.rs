@@ -263,11 +263,7 @@ fn int8_export_runs_and_stays_close() {
             dq >= 2 * convs,
             "every Conv/Gemm needs dequantized input and weights"
         );
-        let softmax = q
-            .nodes
-            .iter()
-            .find(|n| matches!(n.op, Op::Softmax { .. }))
-            .unwrap();
+        let softmax = q.nodes.iter().find(|n| n.name == "probs").unwrap();
         assert_eq!(
             softmax.inputs,
             vec!["logits".to_string()],
