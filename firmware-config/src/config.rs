@@ -362,17 +362,17 @@ impl DeviceConfig {
                 ),
             ));
         }
-        if let Some(margin) = det.crop_margin {
-            if !CROP_MARGIN_RANGE.contains(&margin) {
-                return Err(Error::invalid(
-                    "detector.crop_margin",
-                    alloc::format!(
-                        "{margin} is outside [{}, {}]",
-                        CROP_MARGIN_RANGE.start(),
-                        CROP_MARGIN_RANGE.end()
-                    ),
-                ));
-            }
+        if let Some(margin) = det.crop_margin
+            && !CROP_MARGIN_RANGE.contains(&margin)
+        {
+            return Err(Error::invalid(
+                "detector.crop_margin",
+                alloc::format!(
+                    "{margin} is outside [{}, {}]",
+                    CROP_MARGIN_RANGE.start(),
+                    CROP_MARGIN_RANGE.end()
+                ),
+            ));
         }
         let cls = &self.classifier;
         unit_interval("classifier.default_threshold", cls.default_threshold)?;

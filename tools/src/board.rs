@@ -212,12 +212,12 @@ impl Board {
                 "the host may only hold letters, digits, '.', '-', ':' and '_'",
             ));
         }
-        if let Some(user) = &user {
-            if user.is_empty() || !plain(user, "._-") {
-                return Err(bad(
-                    "the user may only hold letters, digits, '.', '_' and '-', and not start with '-'",
-                ));
-            }
+        if let Some(user) = &user
+            && (user.is_empty() || !plain(user, "._-"))
+        {
+            return Err(bad(
+                "the user may only hold letters, digits, '.', '_' and '-', and not start with '-'",
+            ));
         }
         let port = port
             .map(|p| {
