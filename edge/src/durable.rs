@@ -32,3 +32,34 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Bytes an unprivileged writer may still use on the file system that holds `path`.
+#[cfg(target_os = "linux")]
+pub fn free_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and statvfs writes
+    // one `struct statvfs` into the memory `stat` owns; it is read only when the call succeeds.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(Error::io(
+                "measuring free space of",
+                path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        stat.assume_init()
+    };
+    // u64 here, u32 on some 32-bit boards.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Ok(blocks.saturating_mul(size))
+}
+
+/// Bytes free on the file system that holds `path` (not measured off Linux: unlimited).
+#[cfg(not(target_os = "linux"))]
+pub fn free_bytes(_path: &Path) -> Result<u64> {
+    Ok(u64::MAX)
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edge::bench::BenchOptions;
-use edge::bundle::{self, BundleCommand, TRUSTED_KEY_FILE, VerifiedBundle};
+use edge::bundle::{self, BoardRoot, BundleCommand, TRUSTED_KEY_FILE, VerifiedBundle};
 use edge::capture::{CaptureThread, SourceSpec};
 use edge::classify::{Classifier, manifest_and_model};
 use edge::detect::{Detector, cascade::DEFAULT_CASCADE};
@@ -333,15 +333,36 @@ fn cmd_classify(args: &ClassifyArgs) -> Result<()> {
 
 fn cmd_run(args: RunArgs) -> Result<()> {
     edge::set_threads(args.threads);
+    let mut on_trial = None;
     let (config, detector, classifier, origin) = match (&args.bundle, &args.manifest, &args.config)
     {
         (Some(path), _, _) => {
-            let verified = match &args.trust {
-                Some(key) => bundle::verify_dir(path, &parse_trust(key)?)?,
-                None => bundle::open_for_run(path)?,
-            };
+            let (verified, (detector, classifier, report)) =
+                match (&args.trust, path.join(bundle::TRUSTED_KEY_FILE).is_file()) {
+                    (None, true) => {
+                        // A board root: start with automatic fallback to the other slot.
+                        let board = BoardRoot::open(path)?;
+                        let started = board.start(bundle::load_models)?;
+                        if let Some(fallback) = board.fallback()? {
+                            eprintln!(
+                                "fer-edge: fell back from slot {} to slot {}: {}",
+                                fallback.from_slot, fallback.to_slot, fallback.reason
+                            );
+                        }
+                        end_trial_after(board.clone(), bundle::HEALTHY_AFTER);
+                        on_trial = Some(board);
+                        started
+                    }
+                    (trust, _) => {
+                        let verified = match trust {
+                            Some(key) => bundle::verify_dir(path, &parse_trust(key)?)?,
+                            None => bundle::open_for_run(path)?,
+                        };
+                        let loaded = bundle::load_models(&verified)?;
+                        (verified, loaded)
+                    }
+                };
             let config = bundle_config(&verified, path);
-            let (detector, classifier, report) = bundle::load_models(&verified)?;
             // The same self-test activation ran: a bundle changed on disk since is refused.
             eprintln!("fer-edge: {report}");
             let origin = format!("bundle {} ({})", verified.short_id(), path.display());
@@ -392,6 +413,10 @@ fn cmd_run(args: RunArgs) -> Result<()> {
             &mut out,
         )
         .context("the pipeline stopped")?;
+    // A run that ended by itself (frame or time limit, end of a folder) was healthy too.
+    if let Some(board) = on_trial {
+        board.mark_healthy()?;
+    }
     Ok(())
 }
 
@@ -494,6 +519,17 @@ fn source_spec(text: &str) -> Result<SourceSpec> {
 
 /// The bundle's config, its field-log folder taken relative to the board root, as
 /// `fer-edge bundle status` reports it.
+/// Ends the active slot's trial once this process has run for `after` (a crash before that
+/// counts as a failed start, see `BoardRoot::start`).
+fn end_trial_after(board: BoardRoot, after: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        if let Err(e) = board.mark_healthy() {
+            eprintln!("fer-edge: could not end the slot's trial: {e}");
+        }
+    });
+}
+
 fn bundle_config(bundle: &VerifiedBundle, path: &Path) -> DeviceConfig {
     let mut config = bundle.config.clone();
     let log_dir = Path::new(&config.field_log.directory);

@@ -265,3 +265,35 @@ fn collect_over_ssh_killed_at_random_moments_then_rerun() {
     let all: HashSet<String> = collected(&into).into_iter().collect();
     assert_eq!(all.len(), written.len() + more.len());
 }
+
+#[test]
+fn a_segment_name_reused_by_a_restarted_board_is_not_deleted_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("board/log");
+    let board = Board::Dir(tmp.path().join("board"));
+    let first = board_writes(&log_dir, 2, 1_700_000_000_000);
+    // What the board writes after its log folder was emptied and it restarted: the same
+    // segment name, seg-0000000000, with other records.
+    let restarted = tmp.path().join("restarted");
+    let second = board_writes(&restarted, 2, 1_710_000_000_000);
+    let into = tmp.path().join("into");
+    let report = collect::collect(&board, &into, &options(&log_dir), &mut |event| {
+        if *event == collect::Event::Synced {
+            std::fs::remove_dir_all(&log_dir).unwrap();
+            tools::board::copy_dir(&restarted, &log_dir).unwrap();
+        }
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(collected(&into), first);
+    assert_eq!(report.changed_on_board, ["seg-0000000000.ferlog"]);
+    // The new segment is still there, and the next collect imports it.
+    collect::collect(&board, &into, &options(&log_dir), &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(
+        collected(&into),
+        first.union(&second).cloned().collect::<BTreeSet<_>>()
+    );
+}

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use edge::bundle::{self, Activation, BoardRoot, StatusReport};
 use firmware_config::PublicKey;
 use firmware_config::exit_code;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -449,31 +450,56 @@ impl Board {
         }
     }
 
-    /// Deletes segments `names` from `dir` on the board.
-    pub fn delete(&self, dir: &Path, names: &[String]) -> Result<()> {
-        if names.is_empty() {
-            return Ok(());
+    /// Deletes segments from `dir` on the board, each given by name and the SHA-256 (hex) of
+    /// the bytes that were read: a file whose contents differ now (the name was reused) is
+    /// left alone. Returns the names that were kept for that reason.
+    pub fn delete_verified(
+        &self,
+        dir: &Path,
+        segments: &[(String, String)],
+    ) -> Result<Vec<String>> {
+        if segments.is_empty() {
+            return Ok(Vec::new());
         }
         match self {
             Self::Dir(_) => {
-                for name in names {
+                let mut kept = Vec::new();
+                for (name, sha256) in segments {
                     let path = dir.join(name);
+                    let bytes = match std::fs::read(&path) {
+                        Ok(bytes) => bytes,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(Error::io("reading", &path, e)),
+                    };
+                    if hex::encode(Sha256::digest(&bytes)) != *sha256 {
+                        kept.push(name.clone());
+                        continue;
+                    }
                     match std::fs::remove_file(&path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(Error::io("deleting", &path, e)),
                     }
                 }
-                Ok(())
+                Ok(kept)
             }
             Self::Ssh(s) => {
-                let paths: Vec<String> = names
+                // One round trip: each file is removed only if its hash matches; the names
+                // of the others are printed.
+                let script: String = segments
                     .iter()
-                    .map(|n| shell_quote(&format!("{}/{n}", dir.to_string_lossy())))
+                    .map(|(name, sha256)| {
+                        let path = shell_quote(&format!("{}/{name}", dir.to_string_lossy()));
+                        format!(
+                            "if [ -f {path} ]; then h=$(sha256sum < {path} | cut -d' ' -f1); \
+                             if [ \"$h\" = {sha256} ]; then rm -f -- {path}; else echo {}; fi; fi; ",
+                            shell_quote(name)
+                        )
+                    })
                     .collect();
                 let mut cmd = s.ssh();
-                cmd.arg(format!("rm -f -- {}", paths.join(" ")));
-                run(cmd).map(drop)
+                cmd.arg(script);
+                Ok(run(cmd)?.lines().map(str::to_string).collect())
             }
         }
     }

@@ -82,6 +82,9 @@ pub struct CollectReport {
     pub records_known: usize,
     /// Damaged segments kept on the board: name and reason.
     pub damaged: Vec<(String, String)>,
+    /// Segments imported but left on the board because their contents changed between the
+    /// fetch and the delete (the name was reused); the next collect reads them again.
+    pub changed_on_board: Vec<String>,
 }
 
 /// What [`collect`] is doing, for progress bars (and for tests that stop it anywhere).
@@ -441,7 +444,7 @@ pub fn collect(
             report.records_new += 1;
             stop(on_event(&Event::Record(id)), "after a record")?;
         }
-        done.push(name.clone());
+        done.push((name.clone(), hex::encode(Sha256::digest(&bytes))));
     }
     for dir in &image_dirs {
         sync_dir(dir)?;
@@ -455,8 +458,10 @@ pub fn collect(
     sync_dir(into)?;
     stop(on_event(&Event::Synced), "after syncing")?;
 
-    board.delete(&log_dir, &done)?;
-    report.segments_collected = done.len();
+    // By name *and* content: a board whose log folder was emptied and restarted reuses the
+    // names from seg-0000000000 on, and such a new segment must not be deleted unread.
+    report.changed_on_board = board.delete_verified(&log_dir, &done)?;
+    report.segments_collected = done.len() - report.changed_on_board.len();
     stop(on_event(&Event::Deleted(done.len())), "after deleting")?;
     fs::remove_dir_all(&incoming).map_err(|e| Error::io("removing", &incoming, e))?;
 

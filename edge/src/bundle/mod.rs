@@ -21,6 +21,6 @@ pub use format::{
     short_id, sign_dir, verify_dir, version_now, write_metadata, write_rotation,
 };
 pub use slots::{
-    Activation, BoardRoot, BoardStatus, NEWEST_VERSION_FILE, SlotStatus, TRUSTED_KEY_FILE,
-    activate, open_for_run,
+    Activation, BoardRoot, BoardStatus, FALLBACK_FILE, Fallback, HEALTHY_AFTER, MAX_TRIAL_STARTS,
+    NEWEST_VERSION_FILE, SlotStatus, TRIAL_FILE, TRUSTED_KEY_FILE, activate, open_for_run,
 };

@@ -26,6 +26,30 @@ pub const NEWEST_VERSION_FILE: &str = "newest-version";
 
 const SLOTS: [&str; 2] = ["a", "b"];
 const INCOMING: &str = ".incoming";
+/// The file on a board root that holds `<slot> <starts>` while a newly activated slot is on
+/// trial: it has not yet run for [`HEALTHY_AFTER`].
+pub const TRIAL_FILE: &str = "trial";
+/// The file on a board root that records the last automatic fallback ([`Fallback`]).
+pub const FALLBACK_FILE: &str = "fallback.json";
+/// Starts a new slot gets to run for [`HEALTHY_AFTER`] before the board goes back to the
+/// other slot by itself.
+pub const MAX_TRIAL_STARTS: u32 = 3;
+/// How long a new slot must run before its trial ends.
+pub const HEALTHY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An automatic fallback: the board started the other slot instead of the active one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// The slot that failed.
+    pub from_slot: String,
+    /// The slot that runs now.
+    pub to_slot: String,
+    /// Why the failed slot was left.
+    pub reason: String,
+}
+
+/// Free space kept beyond the bundle's size when activating.
+pub const ACTIVATION_MARGIN_BYTES: u64 = 16 << 20;
 
 /// What [`BoardRoot::activate`] and [`BoardRoot::rollback`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +64,10 @@ pub struct Activation {
     pub previous_bundle_id: Option<String>,
     /// The self-test's report.
     pub self_test: String,
+    /// What went wrong without changing the outcome (a staged upload that could not be
+    /// removed).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One slot as [`BoardRoot::status`] reports it.
@@ -71,6 +99,12 @@ pub struct BoardStatus {
     pub active: Option<String>,
     /// Both slots.
     pub slots: Vec<SlotStatus>,
+    /// The active slot is on trial: `(slot, starts so far)`.
+    #[serde(default)]
+    pub trial: Option<(String, u32)>,
+    /// The last automatic fallback, until the next activation.
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
 }
 
 /// A board root: `trusted.pub`, `slots/{a,b}`, the `active` symlink, and `staging/`.
@@ -136,6 +170,103 @@ impl BoardRoot {
     /// The key every bundle must be signed with.
     pub fn trusted_key(&self) -> Result<PublicKey> {
         read_public_key(&self.root.join(TRUSTED_KEY_FILE))
+    }
+
+    /// The slot on trial and how many times it was started, if one is.
+    pub fn trial(&self) -> Result<Option<(String, u32)>> {
+        let path = self.root.join(TRIAL_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("reading", path, e)),
+        };
+        let parsed = text.trim().split_once(' ').and_then(|(slot, starts)| {
+            let slot = SLOTS.iter().find(|s| **s == slot)?;
+            Some(((*slot).to_string(), starts.parse().ok()?))
+        });
+        // A damaged trial file counts as a trial that has used up its starts.
+        Ok(Some(parsed.unwrap_or_else(|| {
+            (
+                self.active_slot().ok().flatten().unwrap_or_default(),
+                MAX_TRIAL_STARTS,
+            )
+        })))
+    }
+
+    /// The last automatic fallback, if one happened since the last activation.
+    pub fn fallback(&self) -> Result<Option<Fallback>> {
+        let path = self.root.join(FALLBACK_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(serde_json::from_str(&text).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading", path, e)),
+        }
+    }
+
+    /// Ends the trial of the active slot: it ran long enough ([`HEALTHY_AFTER`]).
+    pub fn mark_healthy(&self) -> Result<()> {
+        remove_file_if_exists(&self.root.join(TRIAL_FILE))
+    }
+
+    /// Starts the board: verifies the active bundle and runs `load` on it (models, self-test).
+    /// When the active slot does not verify, does not load, or is on trial and has been
+    /// started [`MAX_TRIAL_STARTS`] times without running for [`HEALTHY_AFTER`], the board
+    /// switches to the other slot by itself if that one verifies and loads, and records a
+    /// [`Fallback`]. Otherwise the active slot's error is returned.
+    pub fn start<T>(
+        &self,
+        load: impl Fn(&VerifiedBundle) -> Result<T>,
+    ) -> Result<(VerifiedBundle, T)> {
+        let _lock = self.lock()?;
+        let trusted = self.trusted_key()?;
+        let active = self.active_slot()?.ok_or_else(|| Error::Bundle {
+            path: self.root.join("active"),
+            reason: "no bundle is active yet: flash one with `fer flash`".into(),
+        })?;
+        let try_slot = |slot: &str| {
+            let bundle = verify_dir(&self.slot_dir(slot), &trusted)?;
+            let loaded = load(&bundle)?;
+            Ok::<_, Error>((bundle, loaded))
+        };
+        let failure = match self.trial()? {
+            Some((slot, starts)) if slot == active && starts >= MAX_TRIAL_STARTS => Error::Bundle {
+                path: self.slot_dir(&active),
+                reason: format!(
+                    "started {starts} times since its activation without running {} s",
+                    HEALTHY_AFTER.as_secs()
+                ),
+            },
+            trial => {
+                if let Some((slot, starts)) = trial.filter(|(slot, _)| *slot == active) {
+                    write_atomically(
+                        &self.root.join(TRIAL_FILE),
+                        format!("{slot} {}\n", starts + 1).as_bytes(),
+                    )?;
+                }
+                match try_slot(&active) {
+                    Ok(started) => return Ok(started),
+                    Err(e) => e,
+                }
+            }
+        };
+        let other = if active == "a" { "b" } else { "a" };
+        if !self.slot_dir(other).is_dir() {
+            return Err(failure);
+        }
+        let Ok(started) = try_slot(other) else {
+            return Err(failure);
+        };
+        self.switch_to(other)?;
+        remove_file_if_exists(&self.root.join(TRIAL_FILE))?;
+        let record = Fallback {
+            from_slot: active,
+            to_slot: other.to_string(),
+            reason: failure.to_string(),
+        };
+        let json = serde_json::to_string_pretty(&record)
+            .map_err(|e| Error::invalid("fallback record", e.to_string()))?;
+        write_atomically(&self.root.join(FALLBACK_FILE), json.as_bytes())?;
+        Ok(started)
     }
 
     /// The newest bundle version activated here (0 before the first activation).
@@ -215,6 +346,8 @@ impl BoardRoot {
             root: self.root.clone(),
             trusted_key: trusted.to_hex(),
             newest_version: self.newest_version()?,
+            trial: self.trial()?,
+            fallback: self.fallback()?,
             active,
             slots,
         })
@@ -267,8 +400,18 @@ impl BoardRoot {
     ) -> Result<Activation> {
         let result = self.activate_inner(staged, self_test);
         let staging = self.staging_dir();
-        if staged.parent() == Some(staging.as_path()) {
-            fs::remove_dir_all(staged).map_err(|e| Error::io("removing", staged, e))?;
+        if staged.parent() == Some(staging.as_path())
+            && let Err(e) = fs::remove_dir_all(staged)
+        {
+            // The outcome is the activation's: a staged copy left behind is reported, and
+            // removed with the next upload's cleanup at the latest.
+            return result.map(|mut done| {
+                done.warnings.push(format!(
+                    "could not remove the staged upload {}: {e}",
+                    staged.display()
+                ));
+                done
+            });
         }
         result
     }
@@ -281,7 +424,9 @@ impl BoardRoot {
         let _lock = self.lock()?;
         let trusted = self.trusted_key()?;
         // Refuse early, before copying anything, and name the staged path in the error.
-        let version = verify_dir(staged, &trusted)?.listing.version;
+        let staged_bundle = verify_dir(staged, &trusted)?;
+        let version = staged_bundle.listing.version;
+        let size: u64 = staged_bundle.listing.files.iter().map(|f| f.size).sum();
         let newest = self.newest_version()?;
         if version < newest {
             return Err(Error::Bundle {
@@ -295,19 +440,40 @@ impl BoardRoot {
         }
         let incoming = self.root.join("slots").join(INCOMING);
         remove_dir_if_exists(&incoming)?;
-        fs::create_dir(&incoming).map_err(|e| Error::io("creating", &incoming, e))?;
-        for name in list_bundle_files(staged)?
-            .iter()
-            .map(String::as_str)
-            .chain([SIGNATURE_FILE])
-        {
-            let (from, to) = (staged.join(name), incoming.join(name));
-            fs::copy(&from, &to).map_err(|e| Error::io("copying", &from, e))?;
-            File::open(&to)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io("syncing", &to, e))?;
+        // The copy is the one extra bundle on disk (the old slot is replaced, not kept
+        // beside); a margin keeps the field log and the system writable afterwards.
+        let free = crate::durable::free_bytes(&self.root)?;
+        let needed = size.saturating_add(ACTIVATION_MARGIN_BYTES);
+        if free < needed {
+            return Err(Error::Bundle {
+                path: staged.to_path_buf(),
+                reason: format!(
+                    "{size} bytes to install but only {free} free on the board (with a margin \
+                     of {ACTIVATION_MARGIN_BYTES}): free space (or collect the field log) and \
+                     flash again; the active bundle is unchanged"
+                ),
+            });
         }
-        sync_dir(&incoming)?;
+        fs::create_dir(&incoming).map_err(|e| Error::io("creating", &incoming, e))?;
+        let copied = (|| {
+            for name in list_bundle_files(staged)?
+                .iter()
+                .map(String::as_str)
+                .chain([SIGNATURE_FILE])
+            {
+                let (from, to) = (staged.join(name), incoming.join(name));
+                fs::copy(&from, &to).map_err(|e| Error::io("copying", &from, e))?;
+                File::open(&to)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io("syncing", &to, e))?;
+            }
+            sync_dir(&incoming)
+        })();
+        if let Err(e) = copied {
+            // A half copy is useless and takes the space the next try needs.
+            let _ = remove_dir_if_exists(&incoming);
+            return Err(e);
+        }
         // What runs later is the copy, so the copy is what must verify.
         let verified = match verify_dir(&incoming, &trusted) {
             Ok(v) => v,
@@ -349,7 +515,12 @@ impl BoardRoot {
                 format!("{version}\n").as_bytes(),
             )?;
         }
+        write_atomically(
+            &self.root.join(TRIAL_FILE),
+            format!("{target} 0\n").as_bytes(),
+        )?;
         self.switch_to(target)?;
+        remove_file_if_exists(&self.root.join(FALLBACK_FILE))?;
         if verified.listing.signer != trusted {
             write_atomically(
                 &self.root.join(TRUSTED_KEY_FILE),
@@ -362,6 +533,7 @@ impl BoardRoot {
             previous_slot: previous,
             previous_bundle_id,
             self_test: report,
+            warnings: Vec::new(),
         })
     }
 
@@ -394,13 +566,24 @@ impl BoardRoot {
             .ok()
             .map(|b| b.id);
         self.switch_to(other)?;
+        // An explicit rollback goes to a bundle that ran before: no trial.
+        remove_file_if_exists(&self.root.join(TRIAL_FILE))?;
         Ok(Activation {
             slot: other.to_string(),
             bundle_id: verified.id,
             previous_slot: Some(current),
             previous_bundle_id: current_id,
             self_test: report,
+            warnings: Vec::new(),
         })
+    }
+}
+
+fn remove_file_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing", path, e)),
     }
 }
 
@@ -453,6 +636,104 @@ mod tests {
 
     fn board(tmp: &Path, signer: &SigningKey) -> BoardRoot {
         BoardRoot::init(&tmp.join("board"), &public(signer)).unwrap()
+    }
+
+    #[test]
+    fn a_board_without_room_for_the_bundle_refuses_it_before_copying() {
+        let tmp = tempfile::tempdir().unwrap();
+        let small = tmp.path().join("small");
+        fs::create_dir(&small).unwrap();
+        // A file system smaller than the activation margin: root can mount one, others skip.
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&small)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: mounting a 4 MiB tmpfs needs root");
+            return;
+        }
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(small.clone());
+        let signer = key(1);
+        let board = BoardRoot::init(&small.join("board"), &public(&signer)).unwrap();
+        let bundle = make_bundle(&tmp.path().join("b1"), &signer, "run-1");
+        let err = message(board.activate(&bundle.dir, passes).unwrap_err());
+        assert!(err.contains("free on the board"), "{err}");
+        assert_eq!(board.active_slot().unwrap(), None);
+        assert!(!small.join("board/slots").join(INCOMING).exists());
+    }
+
+    #[test]
+    fn a_new_slot_that_keeps_failing_falls_back_to_the_previous_one_by_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let signer = key(1);
+        let board = board(tmp.path(), &signer);
+        let good = make_bundle(&tmp.path().join("good"), &signer, "good");
+        let crashy = make_bundle(&tmp.path().join("crashy"), &signer, "crashy");
+        board.activate(&good.dir, passes).unwrap();
+        board.mark_healthy().unwrap();
+        board.activate(&crashy.dir, passes).unwrap();
+        assert_eq!(board.trial().unwrap(), Some(("b".into(), 0)));
+        // Passes its self-test, then crashes at run time: three starts without a healthy run.
+        let id = |b: &VerifiedBundle| Ok(b.id.clone());
+        for start in 1..=MAX_TRIAL_STARTS {
+            let (running, _) = board.start(id).unwrap();
+            assert_eq!(running.id, crashy.id, "start {start}");
+        }
+        let (running, _) = board.start(id).unwrap();
+        assert_eq!(running.id, good.id);
+        let status = board.status().unwrap();
+        assert_eq!(status.active.as_deref(), Some("a"));
+        let fallback = status.fallback.unwrap();
+        assert_eq!(
+            (fallback.from_slot.as_str(), fallback.to_slot.as_str()),
+            ("b", "a")
+        );
+        assert!(
+            fallback.reason.contains("started 3 times"),
+            "{}",
+            fallback.reason
+        );
+        assert_eq!(status.trial, None);
+        // The previous slot is not on trial: it keeps starting.
+        for _ in 0..5 {
+            assert_eq!(board.start(id).unwrap().0.id, good.id);
+        }
+    }
+
+    #[test]
+    fn an_active_slot_that_no_longer_verifies_starts_the_other_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let signer = key(1);
+        let board = board(tmp.path(), &signer);
+        let first = make_bundle(&tmp.path().join("b1"), &signer, "run-1");
+        let second = make_bundle(&tmp.path().join("b2"), &signer, "run-2");
+        board.activate(&first.dir, passes).unwrap();
+        board.activate(&second.dir, passes).unwrap();
+        board.mark_healthy().unwrap();
+        // Storage damage in the active slot.
+        fs::write(board.slot_dir("b").join("model.onnx"), b"bit rot").unwrap();
+        let (running, _) = board.start(|b| Ok(b.id.clone())).unwrap();
+        assert_eq!(running.id, first.id);
+        let fallback = board.fallback().unwrap().unwrap();
+        assert!(
+            fallback.reason.contains("model.onnx"),
+            "{}",
+            fallback.reason
+        );
+        // A model that does not load counts the same: both slots bad is the active's error.
+        fs::write(board.slot_dir("b").join("model.onnx"), b"bit rot").unwrap();
+        let err = board
+            .start(|_| Err::<(), _>(Error::invalid("model", "does not load")))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not load"), "{err}");
     }
 
     #[test]
