@@ -297,3 +297,33 @@ fn a_segment_name_reused_by_a_restarted_board_is_not_deleted_unread() {
         first.union(&second).cloned().collect::<BTreeSet<_>>()
     );
 }
+
+#[test]
+fn a_segment_the_board_moved_aside_is_reported_then_cleared_with_accept_damaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let board = Board::Dir(tmp.path().to_path_buf());
+    let written = board_writes(&log_dir, 2, 1_700_000_000_000);
+    let aside = "seg-0000000007.ferlog.damaged";
+    std::fs::write(log_dir.join(aside), b"PK\x03\x04 not a segment").unwrap();
+    let into = tmp.path().join("into");
+    let err = collect::collect(&board, &into, &options(&log_dir), &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains(aside), "{err}");
+    assert_eq!(collected(&into), written);
+    assert!(log_dir.join(aside).exists(), "kept on the board");
+
+    let accept = CollectOptions {
+        accept_damaged: true,
+        ..options(&log_dir)
+    };
+    collect::collect(&board, &into, &accept, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert!(!log_dir.join(aside).exists(), "cleared from the board");
+    assert_eq!(
+        std::fs::read(into.join(collect::DAMAGED_DIR).join(aside)).unwrap(),
+        b"PK\x03\x04 not a segment"
+    );
+    assert_eq!(collected(&into), written);
+}

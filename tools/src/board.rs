@@ -358,7 +358,8 @@ impl Board {
         }
     }
 
-    /// Names of the field-log segments (`seg-*.ferlog`) in `dir` on the board, sorted.
+    /// Names of the field-log segments (`seg-*.ferlog`, and `seg-*.ferlog.damaged` moved aside
+    /// by the board) in `dir` on the board, sorted.
     pub fn list_segments(&self, dir: &Path) -> Result<Vec<String>> {
         Ok(self
             .list_segment_sizes(dir)?
@@ -368,11 +369,14 @@ impl Board {
     }
 
     /// [`Board::list_segments`] with each segment's size in bytes, so that a segment too
-    /// large to be one is never downloaded.
+    /// large to be one is never downloaded; also lists the segments the board moved aside as
+    /// unreadable (`seg-*.ferlog.damaged`).
     pub fn list_segment_sizes(&self, dir: &Path) -> Result<Vec<(String, u64)>> {
+        let extension = format!(".{}", edge::fieldlog::SEGMENT_EXTENSION);
         let is_segment = |n: &str| {
+            let n = n.strip_suffix(edge::fieldlog::DAMAGED_SUFFIX).unwrap_or(n);
             n.starts_with(edge::fieldlog::SEGMENT_PREFIX)
-                && n.ends_with(&format!(".{}", edge::fieldlog::SEGMENT_EXTENSION))
+                && n.ends_with(&extension)
                 && !n.contains('/')
         };
         let mut segments: Vec<(String, u64)> = match self {
@@ -392,10 +396,11 @@ impl Board {
                 let quoted = shell_quote(&dir.to_string_lossy());
                 let mut cmd = s.ssh();
                 cmd.arg(format!(
-                    "cd {quoted} 2>/dev/null || exit 0; for f in {}*.{}; do \
+                    "cd {quoted} 2>/dev/null || exit 0; for f in {p}*.{e} {p}*.{e}{d}; do \
                      [ -f \"$f\" ] && printf '%s %s\\n' \"$(wc -c < \"$f\")\" \"$f\"; done; exit 0",
-                    edge::fieldlog::SEGMENT_PREFIX,
-                    edge::fieldlog::SEGMENT_EXTENSION
+                    p = edge::fieldlog::SEGMENT_PREFIX,
+                    e = edge::fieldlog::SEGMENT_EXTENSION,
+                    d = edge::fieldlog::DAMAGED_SUFFIX,
                 ));
                 let line = command_line(&cmd);
                 run(cmd)?

@@ -32,6 +32,9 @@ use crate::error::{Error, Result};
 
 /// The provenance file inside the collect folder.
 pub const RECORDS_FILE: &str = "records.jsonl";
+/// The folder inside the collect folder where `--accept-damaged` keeps the segments a board
+/// had moved aside as unreadable.
+pub const DAMAGED_DIR: &str = "damaged";
 const INCOMING: &str = ".incoming";
 
 /// One line of `records.jsonl`.
@@ -325,7 +328,24 @@ pub fn collect(
     for (name, size) in oversized {
         report.damaged.push((name, too_large(size)));
     }
-    let names: Vec<String> = names.into_iter().map(|(name, _)| name).collect();
+    // Segments the board moved aside as unreadable stay there unless --accept-damaged, which
+    // fetches them into DAMAGED_DIR for inspection and clears them from the board.
+    let (aside, names): (Vec<_>, Vec<_>) = names
+        .into_iter()
+        .map(|(name, _)| name)
+        .partition(|name| name.ends_with(edge::fieldlog::DAMAGED_SUFFIX));
+    for name in &aside {
+        report.damaged.push((
+            name.clone(),
+            "moved aside by the board as unreadable".to_string(),
+        ));
+    }
+    let aside = if options.accept_damaged {
+        aside
+    } else {
+        Vec::new()
+    };
+    let names: Vec<String> = names.into_iter().chain(aside).collect();
     stop(on_event(&Event::Listed(names.len())), "after listing")?;
 
     // A folder of this run's own: a killed run's leftover scp cannot write into it.
@@ -346,6 +366,15 @@ pub fn collect(
     let mut image_dirs = HashSet::new();
     for name in &names {
         let path = incoming.join(name);
+        if name.ends_with(edge::fieldlog::DAMAGED_SUFFIX) {
+            let kept = into.join(DAMAGED_DIR);
+            fs::create_dir_all(&kept).map_err(|e| Error::io("creating", &kept, e))?;
+            let bytes = read_capped(&path)?.unwrap_or_default();
+            fs::rename(&path, kept.join(name)).map_err(|e| Error::io("keeping", &path, e))?;
+            image_dirs.insert(kept);
+            done.push((name.clone(), hex::encode(Sha256::digest(&bytes))));
+            continue;
+        }
         let Some(bytes) = read_capped(&path)? else {
             report
                 .damaged
