@@ -146,6 +146,27 @@ fn thresholds_are_checkpointed_and_match_the_dta_state() {
     );
     let json = std::fs::read_to_string(ckpt.dir.join("thresholds.json")).unwrap();
     assert!(json.contains("dta-snl"), "{json}");
+    // The exported manifest carries exactly these thresholds (the board logs the faces below
+    // them; edge's `thresholds_come_from_config_then_manifest_then_default` takes it on).
+    let args = trainer::export::cli::ExportArgs {
+        checkpoint: run.clone(),
+        out: dir.path().join("export"),
+        calibration: None,
+        calib_images: 0,
+        calib_method: trainer::export::cli::CalibArg::Auto,
+        eval: None,
+        latency_runs: 0,
+        student: false,
+    };
+    let outcome = trainer::export::cli::run_export(&args).unwrap();
+    let manifest_path = trainer::export::pipeline::manifest_file(
+        &outcome.fp32_path.file_name().unwrap().to_string_lossy(),
+    );
+    let manifest: firmware_config::manifest::ModelManifest = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("export").join(manifest_path)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest.class_thresholds, ckpt.thresholds.thresholds);
     // The deployed model loads and classifies.
     let model = ckpt.model::<burn_flex::Flex>(&Default::default()).unwrap();
     assert!(model.lae.is_some());
