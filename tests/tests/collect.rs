@@ -81,6 +81,7 @@ fn options(log_dir: &Path) -> CollectOptions {
     CollectOptions {
         log_dir: Some(log_dir.to_path_buf()),
         accept_damaged: false,
+        board_lock_wait: None,
     }
 }
 
@@ -249,8 +250,12 @@ fn collect_over_ssh_killed_at_random_moments_then_rerun() {
         started.elapsed()
     );
     assert_eq!(collected(&into), written);
+    // Only the collect lock's file stays beside the log.
     assert!(
-        std::fs::read_dir(&log_dir).unwrap().next().is_none(),
+        Board::Dir(root.clone())
+            .list_segments(&log_dir)
+            .unwrap()
+            .is_empty(),
         "segments left on the board"
     );
 
@@ -326,4 +331,61 @@ fn a_segment_the_board_moved_aside_is_reported_then_cleared_with_accept_damaged(
         b"PK\x03\x04 not a segment"
     );
     assert_eq!(collected(&into), written);
+}
+
+#[test]
+fn two_collectors_of_one_board_never_run_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let board = Board::Dir(tmp.path().to_path_buf());
+    let written = board_writes(&log_dir, 2, 1_700_000_000_000);
+    // Another workstation (or another --into folder) is collecting this board.
+    let other = board
+        .lock_collect(&log_dir, Duration::from_millis(10))
+        .unwrap();
+    let brief = CollectOptions {
+        board_lock_wait: Some(Duration::from_millis(200)),
+        ..options(&log_dir)
+    };
+    let into = tmp.path().join("into");
+    let err =
+        collect::collect(&board, &into, &brief, &mut |_| ControlFlow::Continue(())).unwrap_err();
+    assert!(err.to_string().contains("another `fer collect`"), "{err}");
+    assert_eq!(board.list_segments(&log_dir).unwrap().len(), 1);
+    drop(other);
+    collect::collect(&board, &into, &brief, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(collected(&into), written);
+}
+
+#[test]
+fn a_segment_too_large_to_be_one_is_never_fetched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_dir = tmp.path().join("log");
+    let board = Board::Dir(tmp.path().to_path_buf());
+    let written = board_writes(&log_dir, 2, 1_700_000_000_000);
+    // A hostile board's "segment" one byte over the cap (sparse: no disk used).
+    let huge = "seg-0000000009.ferlog";
+    std::fs::File::create(log_dir.join(huge))
+        .unwrap()
+        .set_len(firmware_config::segment::MAX_SEGMENT_BYTES + 1)
+        .unwrap();
+    let into = tmp.path().join("into");
+    let err = collect::collect(&board, &into, &options(&log_dir), &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(huge) && err.to_string().contains("more than a segment"),
+        "{err}"
+    );
+    assert_eq!(collected(&into), written);
+    assert!(log_dir.join(huge).exists(), "left on the board");
+    assert!(
+        std::fs::read_dir(&into).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".incoming")),
+        "nothing of it downloaded"
+    );
 }

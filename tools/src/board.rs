@@ -8,9 +8,11 @@
 //! weaken it. Add a board's host key to `known_hosts` before the first contact
 //! (`ssh-keyscan -H host >> ~/.ssh/known_hosts`, after checking its fingerprint).
 
+use std::io::Read as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use edge::bundle::{self, Activation, BoardRoot, StatusReport};
 use firmware_config::PublicKey;
@@ -455,6 +457,81 @@ impl Board {
         }
     }
 
+    /// Takes the board's collect lock (`dir/.collect.lock`), waiting up to `wait`: one collector
+    /// per board, whatever folder each collects into. The lock lives as long as the returned
+    /// guard, and dies with this process (a kernel `flock`, held over ssh by a remote
+    /// `flock` that ends with the connection).
+    pub fn lock_collect(&self, dir: &Path, wait: Duration) -> Result<BoardLock> {
+        let busy = || {
+            Error::invalid(
+                "board",
+                format!(
+                    "another `fer collect` holds {} on {}: wait for it to finish",
+                    dir.join(COLLECT_LOCK).display(),
+                    self.address()
+                ),
+            )
+        };
+        match self {
+            Self::Dir(_) => {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+                let path = dir.join(COLLECT_LOCK);
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("opening", &path, e))?;
+                let deadline = Instant::now() + wait;
+                loop {
+                    match file.try_lock() {
+                        Ok(()) => return Ok(BoardLock::File(file)),
+                        Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
+                        Err(std::fs::TryLockError::Error(e)) => {
+                            return Err(Error::io("locking", &path, e));
+                        }
+                    }
+                }
+            }
+            Self::Ssh(s) => {
+                let quoted = shell_quote(&dir.to_string_lossy());
+                let lock = shell_quote(&format!("{}/{COLLECT_LOCK}", dir.to_string_lossy()));
+                let mut cmd = s.ssh();
+                cmd.arg(format!(
+                    "mkdir -p {quoted} && exec flock -w {} {lock} -c 'echo locked; exec cat'",
+                    wait.as_secs_f64().max(0.1)
+                ));
+                let line = command_line(&cmd);
+                let mut child = cmd
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|e| Error::Command {
+                        command: line.clone(),
+                        status: "not started".into(),
+                        code: None,
+                        stderr: e.to_string(),
+                    })?;
+                let mut first = String::new();
+                if let Some(out) = child.stdout.take() {
+                    use std::io::BufRead as _;
+                    let _ = std::io::BufReader::new(out.take(64)).read_line(&mut first);
+                }
+                if first.trim() == "locked" {
+                    Ok(BoardLock::Remote(child))
+                } else {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(busy())
+                }
+            }
+        }
+    }
+
     /// Deletes segments from `dir` on the board, each given by name and the SHA-256 (hex) of
     /// the bytes that were read: a file whose contents differ now (the name was reused) is
     /// left alone. Returns the names that were kept for that reason.
@@ -506,6 +583,28 @@ impl Board {
                 cmd.arg(script);
                 Ok(run(cmd)?.lines().map(str::to_string).collect())
             }
+        }
+    }
+}
+
+/// The collect lock's file name inside a board's field-log folder.
+pub const COLLECT_LOCK: &str = ".collect.lock";
+
+/// A board's collect lock ([`Board::lock_collect`]), released when dropped.
+#[derive(Debug)]
+pub enum BoardLock {
+    /// A lock on a board folder on this machine.
+    File(std::fs::File),
+    /// The ssh session whose remote `flock` holds the lock until its input closes.
+    Remote(std::process::Child),
+}
+
+impl Drop for BoardLock {
+    fn drop(&mut self) {
+        if let Self::Remote(child) = self {
+            // Closing its input ends `cat`, then `flock` releases the lock.
+            drop(child.stdin.take());
+            let _ = child.wait();
         }
     }
 }
@@ -657,134 +756,4 @@ pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_parse_and_print_back() {
-        let ssh = Board::parse("ssh://pi@board.local:2222/var/lib/fer", &[], "fer-edge").unwrap();
-        let Board::Ssh(s) = &ssh else {
-            panic!("not ssh")
-        };
-        assert_eq!(
-            (s.user.as_deref(), s.host.as_str(), s.port, s.root.as_str()),
-            (Some("pi"), "board.local", Some(2222), "/var/lib/fer")
-        );
-        assert_eq!(ssh.address(), "ssh://pi@board.local:2222/var/lib/fer");
-        let v6 = Board::parse("ssh://[::1]:22/b", &[], "fer-edge").unwrap();
-        let Board::Ssh(s) = &v6 else {
-            panic!("not ssh")
-        };
-        assert_eq!(s.remote("/b/x"), "[::1]:/b/x");
-        assert_eq!(
-            Board::parse("dir:/tmp/b", &[], "fer-edge").unwrap(),
-            Board::Dir("/tmp/b".into())
-        );
-        for bad in [
-            "ftp://h/x",
-            "ssh://h",
-            "ssh://h/",
-            "ssh://:22/x",
-            "ssh://h:port/x",
-            "dir:",
-        ] {
-            let err = Board::parse(bad, &[], "fer-edge").unwrap_err().to_string();
-            assert!(
-                err.contains(bad) && err.contains("ssh://user@host"),
-                "{bad}: {err}"
-            );
-        }
-        assert!(Board::parse("ssh://h/x", &["-oProxyCommand=x".into()], "fer-edge").is_err());
-    }
-
-    #[test]
-    fn a_user_name_cannot_inject_an_ssh_option() {
-        for bad in [
-            "ssh://-oProxyCommand=touch%20pwned@h/r",
-            "ssh://-oProxyCommand=x@h/r",
-            "ssh://@h/r",
-            "ssh://a;b@h/r",
-            "ssh://u@-oProxyCommand=x/r",
-        ] {
-            let err = Board::parse(bad, &[], "fer-edge").unwrap_err().to_string();
-            assert!(err.contains(bad), "{bad}: {err}");
-        }
-        let board = Board::parse("ssh://pi.user_1@h/r", &[], "fer-edge").unwrap();
-        let Board::Ssh(s) = board else {
-            panic!("not ssh")
-        };
-        // The destination comes after `--`, so even a name ssh would read as an option is
-        // taken as the destination.
-        let ssh = s.ssh();
-        let args: Vec<_> = ssh
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let dash = args.iter().position(|a| a == "--").unwrap();
-        assert_eq!(args[dash + 1], "pi.user_1@h", "{args:?}");
-        let sftp = s.sftp_batch();
-        let args: Vec<_> = sftp
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(args[args.len() - 2..], ["--", "pi.user_1@h"], "{args:?}");
-    }
-
-    #[test]
-    fn ssh_options_cannot_turn_off_host_key_checks() {
-        for weak in [
-            "StrictHostKeyChecking=no",
-            "stricthostkeychecking=accept-new",
-            "StrictHostKeyChecking no",
-            "KnownHostsCommand=/bin/echo",
-            "VerifyHostKeyDNS=yes",
-        ] {
-            let err = Board::parse("ssh://h/x", &[weak.into()], "fer-edge")
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("known_hosts"), "{weak}: {err}");
-        }
-        let opts = vec![
-            "StrictHostKeyChecking=yes".into(),
-            "ConnectTimeout=5".into(),
-        ];
-        let Board::Ssh(s) = Board::parse("ssh://h/x", &opts, "fer-edge").unwrap() else {
-            panic!("not ssh")
-        };
-        // ssh keeps the first value of an option: the strict one comes before the user's.
-        for cmd in [s.ssh(), s.scp(), s.sftp_batch()] {
-            let args: Vec<_> = cmd
-                .get_args()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
-            let first = args.iter().position(|a| a == "-o").unwrap();
-            assert_eq!(args[first + 1], "StrictHostKeyChecking=yes", "{args:?}");
-        }
-    }
-
-    #[test]
-    fn a_board_that_floods_stdout_cannot_exhaust_the_workstation() {
-        let mut flood = Command::new("sh");
-        flood.arg("-c").arg("yes fer");
-        let err = run(flood).unwrap_err().to_string();
-        assert!(err.contains("too much output"), "{err}");
-        let mut noisy = Command::new("sh");
-        noisy
-            .arg("-c")
-            .arg("head -c 1000000 /dev/zero >&2; echo done");
-        assert_eq!(run(noisy).unwrap(), "done\n");
-    }
-
-    #[test]
-    fn shell_quoting_survives_hostile_names() {
-        assert_eq!(shell_quote("/var/lib/fer"), "/var/lib/fer");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's; rm -rf /"), r"'it'\''s; rm -rf /'");
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf %s {}", shell_quote("it's $HOME; `x`")))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), "it's $HOME; `x`");
-    }
-}
+mod tests;

@@ -113,7 +113,12 @@ pub struct CollectOptions {
     pub log_dir: Option<PathBuf>,
     /// Import the intact records of damaged segments and delete them, instead of keeping them.
     pub accept_damaged: bool,
+    /// How long to wait for another collector of the same board; default [`BOARD_LOCK_WAIT`].
+    pub board_lock_wait: Option<std::time::Duration>,
 }
+
+/// How long `collect` waits for another collector of the same board by default.
+pub const BOARD_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A record's stable id.
 pub fn record_id(record: &FieldRecord) -> Result<String> {
@@ -318,6 +323,10 @@ pub fn collect(
             )
         })?,
     };
+    // One collector per board: two that collect into different folders must not import the
+    // same segments, nor delete what the other has not recorded yet.
+    let wait = options.board_lock_wait.unwrap_or(BOARD_LOCK_WAIT);
+    let _board_lock = board.lock_collect(&log_dir, wait)?;
     let mut report = CollectReport::default();
     // A segment larger than any board writes is not fetched: a broken or hostile board must
     // not fill the workstation's disk or memory. It stays on the board, reported as damaged.

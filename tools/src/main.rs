@@ -377,6 +377,7 @@ impl From<&CollectArgs> for CollectOptions {
         Self {
             log_dir: args.log_dir.clone(),
             accept_damaged: args.accept_damaged,
+            board_lock_wait: None,
         }
     }
 }

@@ -109,6 +109,7 @@ fn hostile_segments_never_wedge_collect() {
     let options = CollectOptions {
         log_dir: Some(log.clone()),
         accept_damaged: true,
+        board_lock_wait: None,
     };
     for round in 0..2 {
         let report = collect::collect(&board, &into, &options, &mut |_| ControlFlow::Continue(()))
