@@ -389,3 +389,72 @@ fn a_segment_too_large_to_be_one_is_never_fetched() {
         "nothing of it downloaded"
     );
 }
+
+#[test]
+fn a_hostile_board_over_ssh_cannot_wedge_or_flood_collect() {
+    let Some(sshd) = Sshd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("board");
+    let log_dir = root.join("log");
+    let written = board_writes(&log_dir, 2, 1_700_000_000_000);
+    // A "segment" over the size cap (sparse), and one the board moved aside.
+    let huge = "seg-0000000008.ferlog";
+    std::fs::File::create(log_dir.join(huge))
+        .unwrap()
+        .set_len(firmware_config::segment::MAX_SEGMENT_BYTES + 1)
+        .unwrap();
+    let aside = "seg-0000000009.ferlog.damaged";
+    std::fs::write(log_dir.join(aside), b"not a segment").unwrap();
+    let into = tmp.path().join("into");
+    let fer = tests::program("fer");
+    let collect = |extra: &[&str]| {
+        Command::new(&fer)
+            .arg("collect")
+            .arg("--board")
+            .arg(sshd.address(&root))
+            .args(sshd.fer_args())
+            .arg("--into")
+            .arg(&into)
+            .arg("--log-dir")
+            .arg(&log_dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = collect(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(firmware_config::exit_code::DAMAGED_SEGMENT.into()),
+        "{stderr}"
+    );
+    assert!(stderr.contains(huge) || stderr.contains(aside), "{stderr}");
+    assert_eq!(collected(&into), written);
+    assert!(log_dir.join(huge).exists() && log_dir.join(aside).exists());
+    // The oversized file was never downloaded.
+    assert!(std::fs::read_dir(&into).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".incoming")
+    }),);
+    let out = collect(&["--accept-damaged"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !log_dir.join(aside).exists(),
+        "cleared with --accept-damaged"
+    );
+    assert!(
+        log_dir.join(huge).exists(),
+        "never fetched, so never deleted"
+    );
+    assert_eq!(
+        std::fs::read(into.join(collect::DAMAGED_DIR).join(aside)).unwrap(),
+        b"not a segment"
+    );
+    assert_eq!(collected(&into), written);
+}
