@@ -482,18 +482,10 @@ impl Board {
                     .write(true)
                     .open(&path)
                     .map_err(|e| Error::io("opening", &path, e))?;
-                let deadline = Instant::now() + wait;
-                loop {
-                    match file.try_lock() {
-                        Ok(()) => return Ok(BoardLock::File(file)),
-                        Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        Err(std::fs::TryLockError::WouldBlock) => return Err(busy()),
-                        Err(std::fs::TryLockError::Error(e)) => {
-                            return Err(Error::io("locking", &path, e));
-                        }
-                    }
+                if lock_within(&file, &path, wait)? {
+                    Ok(BoardLock::File(file))
+                } else {
+                    Err(busy())
                 }
             }
             Self::Ssh(s) => {
@@ -583,6 +575,22 @@ impl Board {
                 cmd.arg(script);
                 Ok(run(cmd)?.lines().map(str::to_string).collect())
             }
+        }
+    }
+}
+
+/// Takes the exclusive lock on `file` (at `path`, for errors), polling until `wait` has
+/// passed; `false` when another holder kept it that long.
+pub(crate) fn lock_within(file: &std::fs::File, path: &Path, wait: Duration) -> Result<bool> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
         }
     }
 }

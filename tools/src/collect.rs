@@ -261,14 +261,8 @@ fn write_png(path: &Path, image: &ImageBuf) -> Result<()> {
 /// Takes the folder's lock, waiting up to two seconds: a process forked just then (by this
 /// program's own threads) holds a copy of the descriptor until it execs.
 fn lock_briefly(lock: &File, path: &Path) -> Result<()> {
-    for _ in 0..20 {
-        match lock.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(fs::TryLockError::WouldBlock) => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
-        }
+    if crate::board::lock_within(lock, path, std::time::Duration::from_secs(2))? {
+        return Ok(());
     }
     Err(Error::file(
         path,
