@@ -26,5 +26,12 @@ done
 
 echo "== the collect path over the framed_payload corpus"
 cd ..
-FER_FUZZ_CORPUS="$PWD/fuzz/corpus/framed_payload" \
-    cargo test -q --workspace --test collect_corpus -- --nocapture 2>&1 | grep -E "corpus inputs|test result"
+log="$(mktemp)"
+if FER_FUZZ_CORPUS="$PWD/fuzz/corpus/framed_payload" \
+    cargo test -q --workspace --test collect_corpus -- --nocapture >"$log" 2>&1; then
+    grep -E "corpus inputs|test result" "$log"
+else
+    cat "$log"
+    echo "fuzz: the collect path failed on the framed_payload corpus (fuzz/corpus/framed_payload)" >&2
+    exit 1
+fi

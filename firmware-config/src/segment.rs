@@ -144,6 +144,8 @@ pub fn read_segment(bytes: &[u8]) -> Result<SegmentScan, Error> {
     };
     let mut at = PREFIX_LEN;
     let mut first = true;
+    // Where the last accepted seal frame lies: an entry after it shows the seal was not the end.
+    let mut seal_at = None;
     while at < bytes.len() {
         let Some(len) = bytes[at..].iter().position(|&b| b == 0) else {
             scan.skipped.push(Skipped {
@@ -162,8 +164,17 @@ pub fn read_segment(bytes: &[u8]) -> Result<SegmentScan, Error> {
                 scan.header = Some(h);
             })
         } else {
-            decode_frame::<Entry>(&bytes[at..at + len], "segment entry")
-                .and_then(|entry| accept(&mut scan, entry))
+            decode_frame::<Entry>(&bytes[at..at + len], "segment entry").and_then(|entry| {
+                if let Some((offset, length)) = seal_at.take().filter(|_| scan.sealed) {
+                    unseal(&mut scan, offset, length);
+                }
+                let is_seal = matches!(entry, Entry::Seal { .. });
+                accept(&mut scan, entry)?;
+                if is_seal {
+                    seal_at = Some((at, end - at));
+                }
+                Ok(())
+            })
         };
         match outcome {
             Ok(()) => scan.valid_len = end,
@@ -179,10 +190,22 @@ pub fn read_segment(bytes: &[u8]) -> Result<SegmentScan, Error> {
     Ok(scan)
 }
 
+/// A seal followed by more entries did not end the segment: it is reported as a skipped stretch
+/// and the records after it are still recovered, so a stray seal never hides a record.
+fn unseal(scan: &mut SegmentScan, offset: usize, length: usize) {
+    scan.sealed = false;
+    let at = scan.skipped.partition_point(|s| s.offset < offset);
+    scan.skipped.insert(
+        at,
+        Skipped {
+            offset,
+            length,
+            reason: Error::invalid("segment seal", "more entries follow it"),
+        },
+    );
+}
+
 fn accept(scan: &mut SegmentScan, entry: Entry) -> Result<(), Error> {
-    if scan.sealed {
-        return Err(Error::invalid("segment", "data after the seal"));
-    }
     match entry {
         Entry::Record(record) => {
             record.validate()?;

@@ -410,6 +410,25 @@ fn a_damaged_middle_record_is_skipped_and_the_rest_recovered() {
 }
 
 #[test]
+fn a_seal_before_the_end_hides_no_record() {
+    // A stray seal (found by the framed_payload fuzzer's corpus in CI): the records after it
+    // are recovered, and the segment is reported as damaged at the stray seal.
+    let records: Vec<_> = (0..3).map(small_record).collect();
+    let mut file = segment_bytes(&records[..1], true);
+    let stray = file.len() - segment::encode_seal(1).len();
+    for record in &records[1..] {
+        file.extend(segment::encode_record(record).unwrap());
+    }
+    file.extend(segment::encode_seal(3));
+    let scan = segment::read_segment(&file).unwrap();
+    assert_eq!(scan.records, records);
+    assert!(scan.sealed, "the last seal counts every record");
+    assert_eq!(scan.skipped.len(), 1, "{:?}", scan.skipped);
+    assert_eq!(scan.skipped[0].offset, stray);
+    assert!(!scan.is_intact());
+}
+
+#[test]
 fn future_schema_versions_are_refused_with_a_clear_message() {
     let future = SCHEMA_VERSION + 1;
     let mut config = flash::encode_config(&DeviceConfig::default()).unwrap();

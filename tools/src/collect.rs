@@ -227,12 +227,22 @@ fn safe_component(text: &str) -> String {
             }
         })
         .collect();
-    if clean.is_empty() || clean.starts_with('.') {
+    let clean = if clean.is_empty() || clean.starts_with('.') {
         format!("_{clean}")
     } else {
         clean
+    };
+    // A device id comes from the board: one longer than a file name may be must not make every
+    // later collect fail. Cut, with a digest of the whole id so that cut ids stay apart.
+    if clean.len() <= MAX_COMPONENT {
+        return clean;
     }
+    let digest = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
+    format!("{}-{digest}", &clean[..MAX_COMPONENT - digest.len() - 1])
 }
+
+/// The longest device folder name under `crops/` and `frames/` (ASCII after cleaning).
+const MAX_COMPONENT: usize = 64;
 
 /// Writes an image as PNG through a temporary file, fsync and rename.
 fn write_png(path: &Path, image: &ImageBuf) -> Result<()> {

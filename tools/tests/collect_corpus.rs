@@ -2,8 +2,8 @@
 //! never panics, keeps what it cannot read on the board, and leaves a `records.jsonl` that the
 //! next collect, `fer dataset` and retraining can read.
 //!
-//! The segments are a fixed set of crafted records (sizes that wrap, NaN and infinities) and
-//! random payloads behind a correct CRC. `scripts/fuzz.sh` runs this test again over the
+//! The segments are a fixed set of crafted entries (sizes that wrap, NaN and infinities, a
+//! device id longer than a file name, a stray seal) and random payloads behind a correct CRC. `scripts/fuzz.sh` runs this test again over the
 //! `framed_payload` fuzzer's corpus (`FER_FUZZ_CORPUS`).
 
 use std::ops::ControlFlow;
@@ -68,7 +68,17 @@ fn payloads() -> Vec<Vec<u8>> {
     nan.probabilities[2] = f32::NAN;
     let mut infinite = record(12);
     infinite.face.x = f32::NEG_INFINITY;
-    let mut out = vec![crafted(&wraps), crafted(&nan), crafted(&infinite)];
+    let mut long_id = record(13);
+    long_id.device_id = "b".repeat(300);
+    // A seal entry (variant 1) counting the one record before it: not the segment's end.
+    let stray_seal = vec![1, 1];
+    let mut out = vec![
+        crafted(&wraps),
+        crafted(&nan),
+        crafted(&infinite),
+        crafted(&long_id),
+        stray_seal,
+    ];
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for len in [0usize, 1, 2, 7, 64, 300] {
         let mut noise = crafted(&record(20 + len as u64));
@@ -119,9 +129,13 @@ fn hostile_segments_never_wedge_collect() {
         } else {
             assert_eq!(report.records_new, 0, "{report:?}");
         }
-        // The metadata stays readable: no NaN written as null, no torn line.
+        // The metadata stays readable (no NaN written as null, no torn line) and holds every
+        // good record, whatever its neighbour was.
         let ids = collect::known_ids(&into.join(RECORDS_FILE)).unwrap();
-        assert!(ids.len() >= 2 * payloads.len());
+        for seq in 0..2 * payloads.len() as u64 {
+            let id = collect::record_id(&record(seq)).unwrap();
+            assert!(ids.contains(&id), "good record {seq} was lost");
+        }
     }
     for line in std::fs::read_to_string(into.join(RECORDS_FILE))
         .unwrap()
