@@ -1,6 +1,9 @@
 //! `fer-edge bench`: per-stage and end-to-end latency of the board pipeline on one photo at
 //! several frame sizes, with one thread and all threads, fp32 and (when given) int8
-//! classifiers, and the same model files in onnxruntime for comparison.
+//! classifiers, and the same model files in onnxruntime for comparison; then the detection
+//! interval table on moving faces ([`interval`]).
+
+pub mod interval;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +45,11 @@ pub struct BenchOptions {
     pub iterations: usize,
     /// Also time the files in onnxruntime through `python3`.
     pub onnxruntime: bool,
+    /// Detection intervals to measure on the moving sequence (empty: none; start with 1, the
+    /// per-frame reference).
+    pub intervals: Vec<u32>,
+    /// The moving sequence they are measured on.
+    pub sequence: interval::Sequence,
 }
 
 /// One measured configuration.
@@ -99,6 +107,10 @@ pub struct BenchReport {
     pub onnxruntime: Vec<OrtRow>,
     /// Why onnxruntime was skipped, if it was.
     pub onnxruntime_skipped: Option<String>,
+    /// The sequence the interval rows were measured on.
+    pub sequence: interval::Sequence,
+    /// One row per detection interval, one thread.
+    pub interval: Vec<interval::IntervalRow>,
 }
 
 fn resize(image: &ImageBuf, width: u32, height: u32) -> Result<ImageBuf> {
@@ -231,6 +243,17 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         }
     }
     crate::set_threads(1);
+    let interval = if options.intervals.is_empty() {
+        Vec::new()
+    } else {
+        interval::run(
+            &options.detector_model,
+            &options.classifier_model,
+            &options.manifest,
+            &options.sequence.draw()?,
+            &options.intervals,
+        )?
+    };
     let (onnxruntime, onnxruntime_skipped) = if options.onnxruntime {
         match onnxruntime_rows(options, detector_input(&detector)) {
             Ok(rows) => (rows, None),
@@ -248,6 +271,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         tract_classifier_net: nets,
         onnxruntime,
         onnxruntime_skipped,
+        sequence: options.sequence,
+        interval,
     })
 }
 
@@ -365,6 +390,30 @@ impl BenchReport {
         }
         if let Some(reason) = &self.onnxruntime_skipped {
             s.push_str(&format!("\nonnxruntime: skipped ({reason}).\n"));
+        }
+        if !self.interval.is_empty() {
+            let q = &self.sequence;
+            s.push_str(&format!(
+                "\nDetection interval, one thread, {} frames of {}x{} with {} face(s) moving \
+                 {} px a frame (seed {}); IoU against the boxes of per-frame detection:\n\n",
+                q.frames, q.width, q.height, q.faces, q.speed, q.seed
+            ));
+            s.push_str("| interval | detected frames | end-to-end ms (p95) | fps | mean IoU | min IoU | id switches |\n");
+            s.push_str("|---|---|---|---|---|---|---|\n");
+            for r in &self.interval {
+                s.push_str(&format!(
+                    "| {} | {}/{} | {:.2} ({:.2}) | {:.0} | {:.3} | {:.3} | {} |\n",
+                    r.interval,
+                    r.detected_frames,
+                    r.frames,
+                    r.end_to_end.mean_ms,
+                    r.end_to_end.p95_ms,
+                    r.fps,
+                    r.iou_vs_every_frame,
+                    r.min_iou_vs_every_frame,
+                    r.id_switches
+                ));
+            }
         }
         s
     }

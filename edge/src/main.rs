@@ -55,7 +55,8 @@ enum Command {
     Run(RunArgs),
     /// Measure per-stage and end-to-end latency on a photo at 320x240 and 640x480, one
     /// thread and all threads, fp32 and int8, and the same files in onnxruntime (python3 with
-    /// onnxruntime and numpy; reported as skipped otherwise). Prints JSON, or Markdown.
+    /// onnxruntime and numpy; reported as skipped otherwise); then the whole pipeline on moving
+    /// synthetic faces at each detection interval (--intervals). Prints JSON, or Markdown.
     Bench(BenchArgs),
     /// The board side of bundles: verify, init, activate (with self-test), rollback, status.
     #[command(subcommand)]
@@ -157,8 +158,8 @@ struct RunArgs {
     /// is taken relative to the config's folder.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Frame source: camera, camera:/dev/videoN, synthetic[:SEED], folder:PATH,
-    /// image:PATH, or a path.
+    /// Frame source: camera, camera:/dev/videoN, synthetic[:SEED], moving[:SEED] (synthetic
+    /// faces moving across a still background), folder:PATH, image:PATH, or a path.
     #[arg(long, default_value = "camera")]
     source: String,
     /// Stop after this many frames.
@@ -210,6 +211,14 @@ struct BenchArgs {
     /// Print Markdown tables instead of JSON.
     #[arg(long)]
     markdown: bool,
+    /// Detection intervals to measure on a sequence of moving synthetic faces (fps and box
+    /// IoU against detecting every frame); 1 first, the reference. Empty (`--intervals ""`)
+    /// skips the table.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
+    intervals: Vec<u32>,
+    /// Frames in that sequence.
+    #[arg(long, default_value_t = 300)]
+    sequence_frames: usize,
 }
 
 impl From<&DetectArgs> for DetectorConfig {
@@ -238,6 +247,11 @@ impl TryFrom<BenchArgs> for BenchOptions {
             threads: if all > 1 { vec![1, all] } else { vec![1] },
             iterations: args.iterations,
             onnxruntime: !args.no_onnxruntime,
+            intervals: args.intervals,
+            sequence: edge::bench::interval::Sequence {
+                frames: args.sequence_frames,
+                ..Default::default()
+            },
         })
     }
 }

@@ -1,6 +1,10 @@
 //! The board's loop: frame source -> detect -> classify (one batch per frame) -> track ->
 //! overlay -> field log, with per-stage latency and throughput reported as JSON lines
 //! periodically and at exit.
+//!
+//! With `detector.interval` above 1 the detector runs on some frames only
+//! ([`crate::detect::DetectSchedule`]); on the others the tracks are carried by their motion
+//! model and classification runs on the carried boxes.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,7 +20,7 @@ use serde::Serialize;
 
 use crate::capture::{CaptureStats, CaptureThread, Frame};
 use crate::classify::{Classification, Classifier};
-use crate::detect::Detector;
+use crate::detect::{Decision, DetectSchedule, Detection, Detector};
 use crate::display::Display;
 use crate::error::{Error, Result};
 use crate::fieldlog::{FieldLog, FieldLogStats, Outcome};
@@ -90,6 +94,8 @@ pub struct FrameResult {
     pub seq: u64,
     /// Every face found.
     pub faces: Vec<FaceResult>,
+    /// `true` when the detector ran on this frame; `false` when the tracks were carried.
+    pub detected: bool,
     /// Time per stage.
     pub times: StageTimes,
 }
@@ -132,6 +138,8 @@ pub struct Report {
     pub kind: &'static str,
     /// Frames processed in the period (all frames for the final report).
     pub frames: u64,
+    /// Of those, frames the detector ran on (the others carried their tracks).
+    pub detected_frames: u64,
     /// Faces classified in the period.
     pub faces: u64,
     /// Low-confidence faces in the period.
@@ -180,6 +188,7 @@ impl From<&CaptureStats> for CaptureCounters {
 #[derive(Debug, Default)]
 struct Period {
     frames: u64,
+    detected: u64,
     faces: u64,
     low: u64,
     times: Vec<StageTimes>,
@@ -205,6 +214,7 @@ impl Period {
         Report {
             kind,
             frames: self.frames,
+            detected_frames: self.detected,
             faces: self.faces,
             low_confidence: self.low,
             seconds,
@@ -224,8 +234,11 @@ impl Period {
 /// Detector, classifier, tracker and field log of one board.
 pub struct Pipeline {
     detector: Detector,
+    schedule: DetectSchedule,
     classifier: Classifier,
     tracker: Tracker,
+    /// Each live track's detector score at its last detection, for the frames carried.
+    scores: Vec<(u32, f32)>,
     field_log: Option<FieldLog>,
     device_id: String,
     model_sha256: Sha256Digest,
@@ -258,8 +271,10 @@ impl Pipeline {
         let model_sha256 = classifier.manifest().model_sha256;
         Ok(Self {
             detector,
+            schedule: DetectSchedule::new(config.detector.interval),
             classifier,
             tracker: Tracker::new(config.classifier.smoothing),
+            scores: Vec::new(),
             field_log,
             device_id: config.device.id.clone(),
             model_sha256,
@@ -291,13 +306,43 @@ impl Pipeline {
     pub fn process(&mut self, frame: &mut Frame) -> Result<FrameResult> {
         let start = Instant::now();
         let view = frame.image.view();
-        let detections = self.detector.detect(&view)?;
+        let carried = self.tracker.predict(frame.seq);
+        let carried_boxes: Vec<FaceBox> = carried.iter().map(|c| c.face).collect();
+        let decision = self
+            .schedule
+            .decide(&view, &carried_boxes, self.tracker.changed());
+        let detections = if decision.detects() {
+            let found = self.detector.detect(&view)?;
+            let boxes: Vec<FaceBox> = found.iter().map(|d| d.face).collect();
+            self.schedule.detected(&view, &boxes);
+            found
+        } else {
+            self.schedule.carried();
+            let score = |id| self.scores.iter().find(|s| s.0 == id).map_or(0.0, |s| s.1);
+            carried
+                .iter()
+                .map(|c| Detection {
+                    face: c.face,
+                    score: score(c.track_id),
+                })
+                .collect()
+        };
         let t_detect = Instant::now();
         let boxes: Vec<FaceBox> = detections.iter().map(|d| d.face).collect();
         let (crops, raw) = self.classifier.classify_faces(&view, &boxes)?;
         let t_classify = Instant::now();
         let probs: Vec<Vec<f32>> = raw.into_iter().map(|c| c.probabilities).collect();
-        let tracked = self.tracker.update(frame.seq, &boxes, &probs);
+        let tracked = if decision == Decision::Carry {
+            self.tracker.carry(frame.seq, &carried, &probs)
+        } else {
+            let tracked = self.tracker.update(frame.seq, &boxes, &probs);
+            self.scores = tracked
+                .iter()
+                .zip(&detections)
+                .map(|(t, d)| (t.track_id, d.score))
+                .collect();
+            tracked
+        };
         let names = &self.classifier.manifest().class_names;
         let mut faces: Vec<FaceResult> = tracked
             .into_iter()
@@ -362,6 +407,7 @@ impl Pipeline {
         Ok(FrameResult {
             seq: frame.seq,
             faces,
+            detected: decision.detects(),
             times: StageTimes {
                 detect: ms(start, t_detect),
                 classify: ms(t_detect, t_classify),
@@ -403,6 +449,7 @@ impl Pipeline {
                 let age = frame.captured_at.elapsed().as_secs_f64() * 1e3;
                 for p in [&mut period, &mut all] {
                     p.frames += 1;
+                    p.detected += u64::from(result.detected);
                     p.faces += result.faces.len() as u64;
                     p.low += result.faces.iter().filter(|f| f.low_confidence).count() as u64;
                     p.times.push(result.times);

@@ -176,6 +176,67 @@ fn missing_camera_gives_exit_code_4() {
 }
 
 #[test]
+fn a_detection_interval_skips_the_detector_and_zero_is_refused() {
+    let (Some(model), Some(detector)) = (
+        testdata::peer_model(),
+        testdata::shared_path("models/ultraface/version-RFB-320_simplified.onnx"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, config) = peer_setup(dir.path(), &model);
+    std::fs::copy(&detector, dir.path().join("detector.onnx")).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let with_interval = |n: u32| {
+        text.replace(
+            "[detector]\nkind = \"none\"\n",
+            &format!(
+                "[detector]\nkind = \"ultraface\"\nmodel_file = \"detector.onnx\"\ninterval = {n}\n"
+            ),
+        )
+    };
+    std::fs::write(&config, with_interval(3)).unwrap();
+    let run = || {
+        fer_edge()
+            .arg("run")
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--config")
+            .arg(&config)
+            .args(["--source", "moving:4", "--frames", "30"])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // The source is paced like a camera: a busy machine may drop a frame or two.
+    let frames = last["frames"].as_u64().unwrap();
+    let detected = last["detected_frames"].as_u64().unwrap();
+    assert!(frames >= 20 && detected < frames, "{last}");
+    assert!(3 * detected >= frames, "at least every third frame: {last}");
+    assert!(
+        last["faces"].as_u64().unwrap() >= frames - 2,
+        "the face is carried: {last}"
+    );
+
+    std::fs::write(&config, with_interval(0)).unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::BAD_INPUT.into()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("detector.interval"), "{stderr}");
+}
+
+#[test]
 fn sigterm_ends_the_run_with_a_final_report_and_a_sealed_field_log() {
     let Some(model) = testdata::peer_model() else {
         return;

@@ -143,3 +143,39 @@ fn corrupt_image_and_missing_model_are_clear_errors() {
         .to_string();
     assert!(err.contains("cascade.xml") && err.contains("XML"), "{err}");
 }
+
+/// The detection interval on moving faces, with the real detector and classifier: carrying
+/// the tracks between detections keeps every face's identity and stays on the boxes that
+/// detecting every frame gives.
+#[test]
+fn an_interval_keeps_identities_and_boxes_on_moving_faces() {
+    use edge::bench::interval::{self, Sequence};
+    let (Some(detector), Some(classifier)) = (
+        testdata::shared_path("models/ultraface/version-RFB-320_simplified.onnx"),
+        testdata::peer_model(),
+    ) else {
+        return;
+    };
+    let sequence = Sequence {
+        frames: 90,
+        ..Sequence::default()
+    };
+    let frames = sequence.draw().unwrap();
+    let rows = interval::run(
+        &detector,
+        &classifier,
+        &testdata::peer_manifest(),
+        &frames,
+        &[1, 3],
+    )
+    .unwrap();
+    let (every, third) = (&rows[0], &rows[1]);
+    assert_eq!(every.detected_frames, 90);
+    assert_eq!(every.id_switches, 0, "{every:?}");
+    assert!(
+        third.detected_frames <= 45,
+        "the detector should skip most frames: {third:?}"
+    );
+    assert_eq!(third.id_switches, 0, "{third:?}");
+    assert!(third.iou_vs_every_frame >= 0.8, "{third:?}");
+}

@@ -129,7 +129,14 @@ pub struct DetectorConfig {
     /// Negative when the detector's boxes are larger than the training framing.
     #[serde(serialize_with = "option_as_written")]
     pub crop_margin: Option<f32>,
+    /// Run the detector on every `interval`-th frame (1: every frame) and carry the tracked
+    /// boxes with a motion model in between; it runs sooner when a track is lost, a new face
+    /// appears or the picture changes outside the tracked faces. At most [`MAX_DETECT_INTERVAL`].
+    pub interval: u32,
 }
+
+/// The largest [`DetectorConfig::interval`]: beyond it a carried box drifts too far.
+pub const MAX_DETECT_INTERVAL: u32 = 30;
 
 impl Default for DetectorConfig {
     fn default() -> Self {
@@ -140,6 +147,7 @@ impl Default for DetectorConfig {
             nms_iou: 0.3,
             min_face_size: 24,
             crop_margin: None,
+            interval: 1,
         }
     }
 }
@@ -371,6 +379,15 @@ impl DeviceConfig {
                     "{margin} is outside [{}, {}]",
                     CROP_MARGIN_RANGE.start(),
                     CROP_MARGIN_RANGE.end()
+                ),
+            ));
+        }
+        if !(1..=MAX_DETECT_INTERVAL).contains(&det.interval) {
+            return Err(Error::invalid(
+                "detector.interval",
+                alloc::format!(
+                    "{} is outside 1..={MAX_DETECT_INTERVAL} (1 runs the detector on every frame)",
+                    det.interval
                 ),
             ));
         }

@@ -1,7 +1,8 @@
 //! Round-trips of every contract type, and detection of every kind of damage.
 
 use firmware_config::config::{
-    CameraPixelFormat, ClassThreshold, DetectorKind, DeviceConfig, DisplayOutput, StorePolicy,
+    CameraPixelFormat, ClassThreshold, DetectorKind, DeviceConfig, DisplayOutput,
+    MAX_DETECT_INTERVAL, StorePolicy,
 };
 use firmware_config::manifest::{
     ColorChannels, ModelManifest, Normalization, Precision, Preprocessing, ResizeFilter, SelfTest,
@@ -41,6 +42,7 @@ fn device_config() -> impl Strategy<Value = DeviceConfig> {
             unit(),
             0.01f32..=1.0,
             0u32..200,
+            1u32..=MAX_DETECT_INTERVAL,
         ),
         (
             unit(),
@@ -70,6 +72,7 @@ fn device_config() -> impl Strategy<Value = DeviceConfig> {
             c.detector.score_threshold = det.2;
             c.detector.nms_iou = det.3;
             c.detector.min_face_size = det.4;
+            c.detector.interval = det.5;
             c.classifier.default_threshold = cls.0;
             let mut seen = Vec::new();
             for (class, t) in cls.1 {
@@ -485,6 +488,13 @@ fn invalid_values_name_their_field() {
         err.to_string().contains("classifier.class_thresholds[0]"),
         "{err}"
     );
+
+    for interval in [0, MAX_DETECT_INTERVAL + 1] {
+        let mut config = DeviceConfig::default();
+        config.detector.interval = interval;
+        let err = flash::encode_config(&config).unwrap_err();
+        assert!(err.to_string().contains("detector.interval"), "{err}");
+    }
 
     let mut m = valid_manifest();
     m.preprocessing.normalization.std = vec![0.0];

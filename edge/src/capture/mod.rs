@@ -176,7 +176,8 @@ impl StopToken {
 ///
 /// * `camera` (the configured device) or `camera:/dev/video2`, or a `/dev/video*` path;
 /// * `synthetic` or `synthetic:SEED`: cartoon faces with known expressions, at the
-///   configured camera size, paced at the configured fps;
+///   configured camera size, paced at the configured fps; `moving` or `moving:SEED`: the same
+///   faces moving across a still background (for detection intervals);
 /// * `folder:PATH`, `image:PATH`, or any other text: an image file (PNG/JPEG) or a folder of
 ///   them (the prefixes only make the intent explicit; both accept either).
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +195,8 @@ pub enum SourceSpec {
     Synthetic {
         /// Random seed (same seed, same frames).
         seed: u64,
+        /// Faces move across a still background instead of a fresh picture every frame.
+        moving: bool,
     },
 }
 
@@ -204,7 +207,8 @@ impl FromStr for SourceSpec {
         let invalid = |reason: &str| Error::invalid(format!("frame source {s:?}"), reason);
         if s.is_empty() {
             return Err(invalid(
-                "empty; use camera, camera:/dev/videoN, synthetic[:SEED] or an image file/folder",
+                "empty; use camera, camera:/dev/videoN, synthetic[:SEED], moving[:SEED] or an \
+                 image file/folder",
             ));
         }
         if s == "camera" {
@@ -219,14 +223,16 @@ impl FromStr for SourceSpec {
         if s.starts_with("/dev/video") {
             return Ok(Self::Camera(Some(s.to_string())));
         }
-        if s == "synthetic" {
-            return Ok(Self::Synthetic { seed: 0 });
-        }
-        if let Some(seed) = s.strip_prefix("synthetic:") {
-            let seed = seed
-                .parse()
-                .map_err(|_| invalid("the synthetic seed must be a whole number"))?;
-            return Ok(Self::Synthetic { seed });
+        for (name, moving) in [("synthetic", false), ("moving", true)] {
+            if s == name {
+                return Ok(Self::Synthetic { seed: 0, moving });
+            }
+            if let Some(seed) = s.strip_prefix(name).and_then(|r| r.strip_prefix(':')) {
+                let seed = seed
+                    .parse()
+                    .map_err(|_| invalid("the synthetic seed must be a whole number"))?;
+                return Ok(Self::Synthetic { seed, moving });
+            }
         }
         let path = ["folder:", "image:"]
             .iter()
@@ -261,14 +267,18 @@ impl SourceSpec {
                 Box::new(camera::open_camera(&config, camera::Backoff::default())?)
             }
             Self::Images { path, looping } => Box::new(files::ImageSource::open(path, *looping)?),
-            Self::Synthetic { seed } => {
+            Self::Synthetic { seed, moving } => {
                 let faces = crate::synthetic::SyntheticConfig {
                     width: camera.width,
                     height: camera.height,
                     ..crate::synthetic::SyntheticConfig::default()
                 };
                 let fps = (camera.fps > 0).then_some(camera.fps as f32);
-                Box::new(synthetic::SyntheticSource::new(faces, *seed, fps)?)
+                if *moving {
+                    Box::new(synthetic::SyntheticSource::moving(faces, *seed, fps)?)
+                } else {
+                    Box::new(synthetic::SyntheticSource::new(faces, *seed, fps)?)
+                }
             }
         };
         Ok(match limit {
@@ -332,7 +342,17 @@ mod tests {
         );
         assert_eq!(
             "synthetic:42".parse::<SourceSpec>().unwrap(),
-            SourceSpec::Synthetic { seed: 42 }
+            SourceSpec::Synthetic {
+                seed: 42,
+                moving: false
+            }
+        );
+        assert_eq!(
+            "moving:7".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Synthetic {
+                seed: 7,
+                moving: true
+            }
         );
         assert_eq!(
             "faces/".parse::<SourceSpec>().unwrap(),
@@ -367,9 +387,12 @@ mod tests {
         camera.width = 64;
         camera.height = 48;
         camera.fps = 0;
-        let mut source = SourceSpec::Synthetic { seed: 1 }
-            .open(&camera, Some(2))
-            .unwrap();
+        let mut source = SourceSpec::Synthetic {
+            seed: 1,
+            moving: false,
+        }
+        .open(&camera, Some(2))
+        .unwrap();
         let stop = StopToken::new();
         assert!(!source.is_live());
         let a = source.next_frame(&stop).unwrap().unwrap();

@@ -1,16 +1,27 @@
 //! Synthetic faces ([`crate::synthetic`]) as a frame source, for boards without a camera
-//! and for pipeline tests: each frame carries the faces drawn in it.
+//! and for pipeline tests: each frame carries the faces drawn in it. A fresh picture every
+//! frame, or faces moving across a still one ([`crate::synthetic::MovingFaces`]).
 
 use std::time::{Duration, Instant};
 
 use super::{Frame, FrameSource, SourceCounters, StopToken};
 use crate::Error;
-use crate::synthetic::{SyntheticConfig, SyntheticFaces};
+use crate::synthetic::{MovingFaces, SyntheticConfig, SyntheticFaces, SyntheticImage};
+
+/// Pixels a moving face travels per frame in a [`SyntheticSource::moving`] source.
+pub const MOVING_SPEED: f32 = 3.0;
+
+#[derive(Debug)]
+enum Drawer {
+    Fresh(SyntheticFaces),
+    Moving(MovingFaces),
+}
 
 /// Synthetic faces as a frame source, optionally paced to a frame rate (then it is live).
 #[derive(Debug)]
 pub struct SyntheticSource {
-    faces: SyntheticFaces,
+    drawer: Drawer,
+    config: SyntheticConfig,
     seed: u64,
     interval: Option<Duration>,
     next_due: Option<Instant>,
@@ -21,6 +32,22 @@ impl SyntheticSource {
     /// A source of `config`-sized frames; `fps` paces it like a camera (`None`: as fast as
     /// the consumer takes frames).
     pub fn new(config: SyntheticConfig, seed: u64, fps: Option<f32>) -> Result<Self, Error> {
+        let drawer = Drawer::Fresh(SyntheticFaces::new(config.clone(), seed)?);
+        Self::with(drawer, config, seed, fps)
+    }
+
+    /// A source whose faces move [`MOVING_SPEED`] pixels a frame across a still background.
+    pub fn moving(config: SyntheticConfig, seed: u64, fps: Option<f32>) -> Result<Self, Error> {
+        let drawer = Drawer::Moving(MovingFaces::new(config.clone(), seed, MOVING_SPEED)?);
+        Self::with(drawer, config, seed, fps)
+    }
+
+    fn with(
+        drawer: Drawer,
+        config: SyntheticConfig,
+        seed: u64,
+        fps: Option<f32>,
+    ) -> Result<Self, Error> {
         let interval = match fps {
             Some(fps) if fps.is_finite() && fps > 0.0 => Some(Duration::from_secs_f32(1.0 / fps)),
             Some(fps) => {
@@ -32,7 +59,8 @@ impl SyntheticSource {
             None => None,
         };
         Ok(Self {
-            faces: SyntheticFaces::new(config, seed)?,
+            drawer,
+            config,
             seed,
             interval,
             next_due: None,
@@ -51,7 +79,10 @@ impl FrameSource for SyntheticSource {
         } else if let Some(interval) = self.interval {
             self.next_due = Some(Instant::now() + interval);
         }
-        let sample = self.faces.sample();
+        let sample: SyntheticImage = match &mut self.drawer {
+            Drawer::Fresh(faces) => faces.sample(),
+            Drawer::Moving(moving) => moving.next_image(),
+        };
         let image = sample.image;
         let mut frame = Frame::new(self.seq, image.width, image.height, image.pixels)?;
         frame.truth = sample.faces;
@@ -64,19 +95,20 @@ impl FrameSource for SyntheticSource {
     }
 
     fn describe(&self) -> String {
-        let c = self.faces.config();
+        let c = &self.config;
+        let what = match self.drawer {
+            Drawer::Fresh(_) => "synthetic faces",
+            Drawer::Moving(_) => "moving synthetic faces",
+        };
         match self.interval {
             Some(i) => format!(
-                "synthetic faces {}x{} seed {} at {:.1} fps",
+                "{what} {}x{} seed {} at {:.1} fps",
                 c.width,
                 c.height,
                 self.seed,
                 1.0 / i.as_secs_f32()
             ),
-            None => format!(
-                "synthetic faces {}x{} seed {}",
-                c.width, c.height, self.seed
-            ),
+            None => format!("{what} {}x{} seed {}", c.width, c.height, self.seed),
         }
     }
 
@@ -116,5 +148,21 @@ mod tests {
         // Three intervals of 5 ms at least.
         assert!(t.elapsed() >= Duration::from_millis(14));
         assert_eq!(source.counters().frames, 4);
+    }
+
+    #[test]
+    fn a_moving_source_moves_its_face_a_little_each_frame() {
+        let config = SyntheticConfig {
+            width: 64,
+            height: 48,
+            ..SyntheticConfig::default()
+        };
+        let mut source = SyntheticSource::moving(config, 2, None).unwrap();
+        let stop = StopToken::new();
+        let a = source.next_frame(&stop).unwrap().unwrap().truth[0].face;
+        let b = source.next_frame(&stop).unwrap().unwrap().truth[0].face;
+        let step = (a.x - b.x).hypot(a.y - b.y);
+        assert!(step > 0.0 && step <= MOVING_SPEED + 1e-3, "{step}");
+        assert!(source.describe().starts_with("moving"));
     }
 }

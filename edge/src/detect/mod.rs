@@ -2,6 +2,7 @@
 //! none (the whole frame is the face).
 
 pub mod cascade;
+pub mod schedule;
 pub mod ultraface;
 mod xml;
 
@@ -12,6 +13,7 @@ use firmware_config::preprocess::{FaceBox, ImageView, PixelFormat};
 use serde::Serialize;
 
 pub use cascade::{Cascade, CascadeParams};
+pub use schedule::{Decision, DetectSchedule};
 pub use ultraface::UltraFace;
 
 use crate::error::{Error, Result};

@@ -160,7 +160,7 @@ impl SyntheticFaces {
         SyntheticImage { image, faces }
     }
 
-    fn random_params(&mut self, expression: Expression) -> (FaceParams, f32) {
+    pub(super) fn random_params(&mut self, expression: Expression) -> (FaceParams, f32) {
         let c = &self.config;
         let (w, h) = (c.width as f32, c.height as f32);
         let rng = &mut self.rng;
@@ -214,7 +214,7 @@ impl SyntheticFaces {
     }
 
     /// A two-colour gradient with a few soft blobs.
-    fn background(&mut self) -> ImageBuf {
+    pub(super) fn background(&mut self) -> ImageBuf {
         let (w, h) = (self.config.width, self.config.height);
         let rng = &mut self.rng;
         let colour = |rng: &mut StdRng| [0; 3].map(|_: u8| rng.random_range(20.0f32..235.0));
@@ -262,7 +262,7 @@ impl SyntheticFaces {
         ImageBuf::new(w, h, PixelFormat::Rgb8, pixels).expect("size matches")
     }
 
-    fn add_noise(&mut self, image: &mut ImageBuf) {
+    pub(super) fn add_noise(&mut self, image: &mut ImageBuf) {
         let std = self.config.noise_std;
         if std <= 0.0 {
             return;

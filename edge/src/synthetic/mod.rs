@@ -13,15 +13,19 @@
 //! * [`generator`]: whole images ([`SyntheticFaces`]). Position, size, aspect, rotation, skin
 //!   and hair colour, gaze, per-feature jitter, background and pixel noise are random, so a
 //!   classifier must learn the features, not the pixels.
+//! * [`motion`]: faces moving across a still background ([`MovingFaces`]), for detection
+//!   intervals and tracking.
 //! * [`dataset`]: a labelled ImageFolder of face crops on disk.
 
 pub mod dataset;
 pub mod face;
 pub mod generator;
+pub mod motion;
 
 pub use dataset::{DatasetSummary, write_dataset};
 pub use face::{FaceParams, FaceShape, draw_face};
 pub use generator::{SyntheticConfig, SyntheticFaces, SyntheticImage};
+pub use motion::MovingFaces;
 
 use firmware_config::preprocess::FaceBox;
 
