@@ -2,9 +2,11 @@
 # Cross-builds the board binary `fer-edge` for aarch64 Linux (Jetson-class boards, JetPack 6,
 # so glibc <= 2.35) and runs it under qemu-user on a real photo, checking what it prints.
 #
-#   bash scripts/cross-aarch64.sh [--release] [--with-tests]
+#   bash scripts/cross-aarch64.sh [--release | --board] [--with-tests]
 #
-#   --release      build with the release profile (what goes on a board)
+#   --release      build with the release profile
+#   --board        build with the board profile (what goes on a board: stripped, fat LTO, one
+#                  codegen unit; Cargo.toml says why panics still unwind)
 #   --with-tests   also run the edge library's frame-source, synthetic-face, overlay and
 #                  display tests (YUYV/MJPEG decoding, synthetic faces, framebuffer packing,
 #                  ...) on aarch64 under qemu
@@ -29,8 +31,9 @@ with_tests=0
 for arg in "$@"; do
     case "$arg" in
         --release) profile=release; build_flags=(--release) ;;
+        --board) profile=board; build_flags=(--profile board) ;;
         --with-tests) with_tests=1 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -58,7 +61,7 @@ grep -q "ARM aarch64" <<<"$kind" || fail "$bin is not an aarch64 executable: $ki
 needs=$(aarch64-linux-gnu-objdump -T "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
 newest=$(printf '%s\n%s\n' "$needs" "$MAX_GLIBC" | sort -V | tail -1)
 [ "$newest" = "$MAX_GLIBC" ] || fail "$bin needs glibc $needs, the board has $MAX_GLIBC"
-echo "   aarch64 ELF, needs glibc $needs (board: $MAX_GLIBC)"
+echo "   aarch64 ELF, needs glibc $needs (board: $MAX_GLIBC), $(stat -c %s "$bin") bytes"
 
 run() { qemu-aarch64 -L "$SYSROOT" "$bin" "$@"; }
 

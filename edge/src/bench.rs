@@ -14,7 +14,7 @@ use firmware_config::manifest::ModelManifest;
 use firmware_config::preprocess::{ImageBuf, PixelFormat};
 use serde::Serialize;
 
-use crate::classify::{Classification, Classifier};
+use crate::classify::{Classification, Classifier, OpTime};
 use crate::detect::Detector;
 use crate::error::{Error, Result};
 use crate::overlay::{FaceOverlay, draw_overlays};
@@ -35,6 +35,9 @@ pub struct BenchOptions {
     pub manifest: ModelManifest,
     /// Optional int8 (QDQ) classifier.
     pub int8_model: Option<PathBuf>,
+    /// Optional peer classifier (its model and manifest), measured in the same run as
+    /// `classifier peer`.
+    pub peer: Option<(PathBuf, ModelManifest)>,
     /// The photo (one face).
     pub image: PathBuf,
     /// Frame sizes (width, height); the photo is resized to each.
@@ -59,7 +62,7 @@ pub struct BenchRow {
     pub size: String,
     /// tract threads.
     pub threads: usize,
-    /// Classifier precision: `fp32` or `int8`.
+    /// Classifier: `fp32`, `int8` or `peer` (fp32).
     pub precision: String,
     /// Faces found per frame.
     pub faces: usize,
@@ -103,6 +106,8 @@ pub struct BenchReport {
     pub tract: Vec<BenchRow>,
     /// tract network time of the classifier alone, one face, per (threads, precision).
     pub tract_classifier_net: Vec<(usize, String, Latency)>,
+    /// tract's per-operator profile of each classifier, one face, one thread.
+    pub classifier_profile: Vec<(String, Vec<OpTime>)>,
     /// onnxruntime rows, empty when skipped.
     pub onnxruntime: Vec<OrtRow>,
     /// Why onnxruntime was skipped, if it was.
@@ -159,14 +164,20 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             Classifier::load(int8, options.manifest.clone(), &ClassifierConfig::default())?,
         ));
     }
+    if let Some((model, manifest)) = &options.peer {
+        classifiers.push((
+            "peer".to_string(),
+            Classifier::load(model, manifest.clone(), &ClassifierConfig::default())?,
+        ));
+    }
     let photo = crate::load_image(&options.image)?;
-    let names = &options.manifest.class_names;
     let mut rows = Vec::new();
     let mut nets = Vec::new();
     let n = options.iterations.max(1);
     for &threads in &options.threads {
         crate::set_threads(threads);
         for (precision, classifier) in &classifiers {
+            let names = &classifier.manifest().class_names;
             for &(w, h) in &options.sizes {
                 let frame = resize(&photo, w, h)?;
                 let mut tracker = Tracker::new(0.5);
@@ -229,7 +240,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
                     end_to_end,
                 });
             }
-            let len = options.manifest.preprocessing.input_len();
+            let len = classifier.manifest().preprocessing.input_len();
             let input = vec![0.1f32; len];
             let mut net = Vec::new();
             for i in 0..n + 5 {
@@ -243,6 +254,10 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         }
     }
     crate::set_threads(1);
+    let classifier_profile = classifiers
+        .iter()
+        .map(|(precision, c)| Ok((precision.clone(), c.profile(n)?)))
+        .collect::<Result<Vec<_>>>()?;
     let interval = if options.intervals.is_empty() {
         Vec::new()
     } else {
@@ -269,6 +284,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         machine: machine(),
         tract: rows,
         tract_classifier_net: nets,
+        classifier_profile,
         onnxruntime,
         onnxruntime_skipped,
         sequence: options.sequence,
@@ -302,6 +318,10 @@ fn onnxruntime_rows(
     ];
     if let Some(int8) = &options.int8_model {
         models.push(("classifier_int8", int8.as_path(), classifier_shape));
+    }
+    if let Some((model, manifest)) = &options.peer {
+        let shape = manifest.preprocessing.input_shape(1).to_vec();
+        models.push(("classifier_peer", model.as_path(), shape));
     }
     let mut rows = Vec::new();
     for &threads in &options.threads {
@@ -391,6 +411,22 @@ impl BenchReport {
         if let Some(reason) = &self.onnxruntime_skipped {
             s.push_str(&format!("\nonnxruntime: skipped ({reason}).\n"));
         }
+        for (precision, ops) in &self.classifier_profile {
+            let total: f64 = ops.iter().map(|o| o.mean_ms).sum();
+            s.push_str(&format!(
+                "\ntract profile of the {precision} classifier, one face, one thread \
+                 ({total:.3} ms in nodes):\n\n| operator | nodes | ms | share |\n|---|---|---|---|\n"
+            ));
+            for o in ops {
+                s.push_str(&format!(
+                    "| {} | {} | {:.3} | {:.1}% |\n",
+                    o.op,
+                    o.nodes,
+                    o.mean_ms,
+                    100.0 * o.share
+                ));
+            }
+        }
         if !self.interval.is_empty() {
             let q = &self.sequence;
             s.push_str(&format!(
@@ -398,14 +434,16 @@ impl BenchReport {
                  {} px a frame (seed {}); IoU against the boxes of per-frame detection:\n\n",
                 q.frames, q.width, q.height, q.faces, q.speed, q.seed
             ));
-            s.push_str("| interval | detected frames | end-to-end ms (p95) | fps | mean IoU | min IoU | id switches |\n");
-            s.push_str("|---|---|---|---|---|---|---|\n");
+            s.push_str("| interval | detected frames | detect ms | classify ms | end-to-end ms (p95) | fps | mean IoU | min IoU | id switches |\n");
+            s.push_str("|---|---|---|---|---|---|---|---|---|\n");
             for r in &self.interval {
                 s.push_str(&format!(
-                    "| {} | {}/{} | {:.2} ({:.2}) | {:.0} | {:.3} | {:.3} | {} |\n",
+                    "| {} | {}/{} | {:.2} | {:.2} | {:.2} ({:.2}) | {:.0} | {:.3} | {:.3} | {} |\n",
                     r.interval,
                     r.detected_frames,
                     r.frames,
+                    r.detect_ms,
+                    r.classify_ms,
                     r.end_to_end.mean_ms,
                     r.end_to_end.p95_ms,
                     r.fps,

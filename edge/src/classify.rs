@@ -21,6 +21,19 @@ use crate::margin::Framing;
 /// Faces beyond this many in one frame are classified in further batches.
 pub const MAX_BATCH: usize = 16;
 
+/// One operator's share of a model's run in tract ([`Classifier::profile`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpTime {
+    /// tract's name for the operator after optimisation (e.g. `Conv`, `OptMatMul`).
+    pub op: String,
+    /// Nodes of the plan running it.
+    pub nodes: usize,
+    /// Milliseconds per run over all those nodes.
+    pub mean_ms: f64,
+    /// Fraction of the time spent in all nodes.
+    pub share: f64,
+}
+
 /// The class probabilities of one face.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Classification {
@@ -269,6 +282,66 @@ impl Classifier {
             })?;
         plans.insert(batch, plan.clone());
         Ok(plan)
+    }
+
+    /// tract's own per-node profile of the one-face plan, summed by operator: `iterations`
+    /// timed runs (after 5 untimed ones) on a constant input, heaviest operator first.
+    pub fn profile(&self, iterations: usize) -> Result<Vec<OpTime>> {
+        use tract_onnx::tract_core::plan::{SimpleState, eval};
+        let plan = self.plan(1)?;
+        let len = self.manifest.preprocessing.input_len();
+        let input = Tensor::from_shape(
+            &self.manifest.preprocessing.input_shape(1),
+            &vec![0.1f32; len],
+        )
+        .map_err(|e| Error::invalid("model input", format!("{e:#}")))?;
+        let mut state = SimpleState::new(&plan).map_err(|e| Error::model(&self.model_path, e))?;
+        let mut per_node: HashMap<usize, (String, std::time::Duration)> = HashMap::new();
+        let runs = iterations.max(1);
+        for i in 0..runs + 5 {
+            state
+                .run_plan_with_eval(
+                    tvec!(input.clone().into_tvalue()),
+                    |ctx, op_state, node, inputs| {
+                        let start = std::time::Instant::now();
+                        let out = eval(ctx, op_state, node, inputs);
+                        if i >= 5 {
+                            let entry = per_node.entry(node.id).or_insert_with(|| {
+                                (node.op().name().to_string(), Default::default())
+                            });
+                            entry.1 += start.elapsed();
+                        }
+                        out
+                    },
+                )
+                .map_err(|e| Error::model(&self.model_path, e))?;
+        }
+        let total: f64 = per_node.values().map(|(_, t)| t.as_secs_f64()).sum();
+        let mut by_op: Vec<OpTime> = Vec::new();
+        for (op, time) in per_node.into_values() {
+            let ms = time.as_secs_f64() * 1e3 / runs as f64;
+            match by_op.iter_mut().find(|o| o.op == op) {
+                Some(o) => {
+                    o.nodes += 1;
+                    o.mean_ms += ms;
+                }
+                None => by_op.push(OpTime {
+                    op,
+                    nodes: 1,
+                    mean_ms: ms,
+                    share: 0.0,
+                }),
+            }
+        }
+        for o in &mut by_op {
+            o.share = if total > 0.0 {
+                o.mean_ms / (total * 1e3 / runs as f64)
+            } else {
+                0.0
+            };
+        }
+        by_op.sort_by(|a, b| b.mean_ms.total_cmp(&a.mean_ms));
+        Ok(by_op)
     }
 
     /// Runs the model on `batch` samples already preprocessed into `input` (batch-major) and

@@ -202,6 +202,10 @@ struct BenchArgs {
     /// An int8 (QDQ) classifier with the same manifest.
     #[arg(long)]
     int8_model: Option<PathBuf>,
+    /// A peer classifier's manifest (its model beside it), timed and profiled in the same run
+    /// for a fair ratio, e.g. the mini-Xception of ../shared/models/peer.
+    #[arg(long)]
+    peer_manifest: Option<PathBuf>,
     /// Timed iterations per configuration.
     #[arg(long, default_value_t = 100)]
     iterations: usize,
@@ -212,10 +216,12 @@ struct BenchArgs {
     #[arg(long)]
     markdown: bool,
     /// Detection intervals to measure on a sequence of moving synthetic faces (fps and box
-    /// IoU against detecting every frame); 1 first, the reference. Empty (`--intervals ""`)
-    /// skips the table.
+    /// IoU against detecting every frame); 1 first, the reference.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
     intervals: Vec<u32>,
+    /// Skip the detection-interval table.
+    #[arg(long)]
+    no_intervals: bool,
     /// Frames in that sequence.
     #[arg(long, default_value_t = 300)]
     sequence_frames: usize,
@@ -237,7 +243,15 @@ impl TryFrom<BenchArgs> for BenchOptions {
         let (manifest, classifier_model) =
             manifest_and_model(&args.manifest, args.model.as_deref())?;
         let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let peer = match &args.peer_manifest {
+            Some(path) => {
+                let (manifest, model) = manifest_and_model(path, None)?;
+                Some((model, manifest))
+            }
+            None => None,
+        };
         Ok(Self {
+            peer,
             detector_model: args.detector_model,
             classifier_model,
             manifest,
@@ -247,7 +261,11 @@ impl TryFrom<BenchArgs> for BenchOptions {
             threads: if all > 1 { vec![1, all] } else { vec![1] },
             iterations: args.iterations,
             onnxruntime: !args.no_onnxruntime,
-            intervals: args.intervals,
+            intervals: if args.no_intervals {
+                Vec::new()
+            } else {
+                args.intervals
+            },
             sequence: edge::bench::interval::Sequence {
                 frames: args.sequence_frames,
                 ..Default::default()

@@ -177,3 +177,25 @@ fn wrong_manifest_version_and_mismatched_model_are_clear_errors() {
         .to_string();
     assert!(err.contains("21 values for 1 face"), "{err}");
 }
+
+#[test]
+fn the_tract_profile_accounts_for_every_convolution_of_the_peer() {
+    let Some(classifier) = peer() else { return };
+    let ops = classifier.profile(3).unwrap();
+    let share: f64 = ops.iter().map(|o| o.share).sum();
+    assert!((share - 1.0).abs() < 1e-6, "{ops:?}");
+    assert!(ops.windows(2).all(|w| w[0].mean_ms >= w[1].mean_ms));
+    // mini-Xception: 4 residual blocks of two separable convolutions each; tract runs the
+    // depthwise halves as DepthWiseConv and every other convolution as a matrix product.
+    let depthwise = ops
+        .iter()
+        .find(|o| o.op == "DepthWiseConv")
+        .map(|o| o.nodes);
+    assert_eq!(depthwise, Some(8), "{ops:?}");
+    let compute: f64 = ops
+        .iter()
+        .filter(|o| o.op.contains("MatMul") || o.op.contains("Conv"))
+        .map(|o| o.share)
+        .sum();
+    assert!(compute > 0.5, "{ops:?}");
+}

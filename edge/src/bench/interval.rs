@@ -72,6 +72,10 @@ pub struct IntervalRow {
     pub detected_frames: usize,
     /// Frames in the sequence.
     pub frames: usize,
+    /// Detection (or carrying the tracks) per frame, milliseconds, mean.
+    pub detect_ms: f64,
+    /// Classification per frame, milliseconds, mean.
+    pub classify_ms: f64,
     /// Whole pipeline per frame (detect or carry, classify, track), one thread.
     pub end_to_end: Latency,
     /// `1000 / end_to_end.mean_ms`.
@@ -130,6 +134,8 @@ pub fn run(
             } else {
                 0.0
             },
+            detect_ms: mean(&results.iter().map(|r| r.times.detect).collect::<Vec<_>>()),
+            classify_ms: mean(&results.iter().map(|r| r.times.classify).collect::<Vec<_>>()),
             end_to_end,
             iou_vs_every_frame: mean(&ious),
             min_iou_vs_every_frame: ious.iter().copied().fold(f64::NAN, f64::min),
