@@ -15,6 +15,7 @@
 //! | 6 | [`REMOTE`] | ssh, scp or a command on the board failed | `fer` |
 //! | 7 | [`DAMAGED_SEGMENT`] | damaged field-log segments were kept on the board | `fer` |
 //! | 8 | [`BACKEND_UNAVAILABLE`] | the compute backend is not usable here (no GPU, no LibTorch) | `fer-train` |
+//! | 9 | [`FLEET_PARTIAL`] | a fleet command failed on some boards (its table says which); the others are done | `fer` |
 //!
 //! ```
 //! use firmware_config::exit_code::{self, Program};
@@ -44,6 +45,8 @@ pub const REMOTE: u8 = 6;
 pub const DAMAGED_SEGMENT: u8 = 7;
 /// The compute backend is not usable on this machine (no GPU, no LibTorch).
 pub const BACKEND_UNAVAILABLE: u8 = 8;
+/// A fleet command failed on some boards (its table says which); the others are done.
+pub const FLEET_PARTIAL: u8 = 9;
 
 /// The three programs of the toolkit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +73,7 @@ pub struct ExitCode {
 const ALL: &[Program] = &[Program::Fer, Program::Edge, Program::Train];
 
 /// Every exit code, in order.
-pub const TABLE: [ExitCode; 9] = [
+pub const TABLE: [ExitCode; 10] = [
     ExitCode {
         code: SUCCESS,
         meaning: "success",
@@ -116,6 +119,12 @@ pub const TABLE: [ExitCode; 9] = [
         code: BACKEND_UNAVAILABLE,
         meaning: "the compute backend is not usable here (no GPU, no LibTorch)",
         used_by: &[Program::Train],
+    },
+    ExitCode {
+        code: FLEET_PARTIAL,
+        meaning: "a fleet command failed on some boards (its table says which); the others \
+                  are done",
+        used_by: &[Program::Fer],
     },
 ];
 

@@ -77,6 +77,14 @@ pub enum Error {
     #[error(transparent)]
     Train(#[from] trainer::Error),
     /// Work was stopped on purpose before it finished (the caller's progress hook said so).
+    #[error("{failed} of {total} boards failed (see the table above)")]
+    FleetPartial {
+        /// Boards whose operation failed.
+        failed: usize,
+        /// Boards selected.
+        total: usize,
+    },
+
     #[error("stopped before finishing: {0}")]
     Interrupted(String),
     /// An argument or input is out of range.
@@ -127,6 +135,7 @@ impl Error {
             Self::Refused { .. } | Self::Mismatch { .. } => exit_code::BUNDLE_REFUSED,
             Self::Command { .. } => exit_code::REMOTE,
             Self::DamagedSegment { .. } => exit_code::DAMAGED_SEGMENT,
+            Self::FleetPartial { .. } => exit_code::FLEET_PARTIAL,
             _ => exit_code::FAILURE,
         }
     }

@@ -8,6 +8,7 @@
 //! * [`collect`]: field-log segments off a board into a dataset folder, never losing or
 //!   doubling a record (`fer collect`).
 //! * [`dataset`]: dataset folders (`fer dataset`).
+//! * [`fleet`]: many boards from a `fleet.toml`, in parallel (`fer fleet`).
 //! * [`retrain`]: collect -> retrain -> gate on validation -> bundle -> flash, with a history
 //!   of rounds (`fer loop`).
 //! * [`demo`]: the whole loop on synthetic faces on this machine (`fer demo`).
@@ -19,6 +20,7 @@ pub mod config;
 pub mod dataset;
 pub mod demo;
 pub mod error;
+pub mod fleet;
 pub mod keys;
 pub mod retrain;
 

@@ -10,7 +10,7 @@ use firmware_config::exit_code::{self, Program};
 use indicatif::{ProgressBar, ProgressStyle};
 use tools::board::Board;
 use tools::collect::{self, CollectOptions, Event};
-use tools::{bundler, config, dataset, demo, keys, retrain};
+use tools::{bundler, config, dataset, demo, fleet, keys, retrain};
 use trainer::train::Progress;
 
 /// The workstation side of the FER edge toolkit: keys, configs, signed bundles, flashing
@@ -79,6 +79,12 @@ enum Command {
     /// Dataset folders: statistics, importing collected crops, train/val splits.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// Many boards at once, from a fleet.toml inventory (name, address, tags, per-board config
+    /// overrides): check, status, collect, with --jobs boards at a time. A board that is down
+    /// or slow fails alone; every command ends with a table per board, and exit code 9 if any
+    /// board failed.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
     /// Close the loop: collect -> retrain -> gate on validation -> bundle + flash if not worse.
     ///
     /// RUN_DIR (a `fer-train train` run folder) is round 1: on the first call it is exported
@@ -214,6 +220,41 @@ struct CollectArgs {
     /// Import the intact records of damaged segments and delete them anyway.
     #[arg(long)]
     accept_damaged: bool,
+}
+
+#[derive(Debug, Args)]
+struct FleetArgs {
+    /// The inventory (see `fer fleet --help` and docs/fleet.md).
+    #[arg(long, default_value = "fleet.toml")]
+    fleet: PathBuf,
+    /// Only boards with this tag; repeatable (any of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Boards handled at the same time.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// Per board: reachable over ssh, host key accepted, the fer-edge version, the active
+    /// bundle, the newest accepted version, an automatic fallback.
+    Check(FleetArgs),
+    /// Per board: the active slot and bundle, the other slot, a bundle on trial.
+    Status(FleetArgs),
+    /// Collect every board's finished field-log segments into INTO/<board name>/ (one collect
+    /// folder per board; each record keeps its board's address and device id). `fer dataset
+    /// import INTO/<name> POOL` adds them to a training pool.
+    Collect {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// The folder that gets one collect folder per board.
+        #[arg(long)]
+        into: PathBuf,
+        /// Import the intact records of damaged segments and delete them anyway.
+        #[arg(long)]
+        accept_damaged: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -436,6 +477,7 @@ fn main() -> ExitCode {
         Command::Status(board) => cmd_status(&board),
         Command::Collect(args) => cmd_collect(&args),
         Command::Dataset(command) => cmd_dataset(command),
+        Command::Fleet(command) => cmd_fleet(command),
         Command::Loop(args) => cmd_loop(&args),
         Command::Demo(args) => cmd_demo(args),
     };
@@ -593,6 +635,99 @@ fn cmd_collect(args: &CollectArgs) -> anyhow::Result<()> {
         args.into.join(collect::RECORDS_FILE).display()
     );
     Ok(())
+}
+
+/// Runs `op` on the selected boards of the fleet with a progress bar, prints the table, and
+/// fails with exit code 9 when a board failed.
+fn on_fleet<T: Send>(
+    args: &FleetArgs,
+    what: &str,
+    header: &[&str],
+    op: impl Fn(&fleet::BoardEntry, &Board) -> tools::Result<T> + Sync,
+    cells: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let inventory = fleet::Inventory::load(&args.fleet)?;
+    let boards = inventory.select(&args.tags)?;
+    let bar = ProgressBar::new(boards.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} boards ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    let outcomes = fleet::for_each(&inventory, &boards, args.jobs, op, |_, _| bar.inc(1));
+    bar.finish_and_clear();
+    let (table, error) = fleet::report(header, &outcomes, cells);
+    println!("{table}");
+    match error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
+    let short = |id: &Option<String>| {
+        id.as_deref()
+            .map_or("-".into(), |i| edge::bundle::short_id(i).to_string())
+    };
+    match command {
+        FleetCommand::Check(args) => on_fleet(
+            &args,
+            "checking",
+            &["fer-edge", "active bundle", "newest version", "fallback"],
+            |_, board| fleet::check(board),
+            |c| {
+                vec![
+                    c.agent_version.clone(),
+                    short(&c.active_bundle),
+                    c.newest_version.to_string(),
+                    if c.fell_back { "yes" } else { "no" }.into(),
+                ]
+            },
+        ),
+        FleetCommand::Status(args) => on_fleet(
+            &args,
+            "reading status",
+            &["active", "bundle", "other slot", "trial"],
+            |_, board| board.status(),
+            |s| {
+                let slot = |active: bool| {
+                    s.board
+                        .slots
+                        .iter()
+                        .find(|slot| slot.active == active)
+                        .map(|slot| short(&slot.bundle_id))
+                        .unwrap_or_else(|| "-".into())
+                };
+                vec![
+                    s.board.active.clone().unwrap_or_else(|| "-".into()),
+                    slot(true),
+                    slot(false),
+                    s.board.trial.as_ref().map_or("-".into(), |(slot, starts)| {
+                        format!("{slot} ({starts} starts)")
+                    }),
+                ]
+            },
+        ),
+        FleetCommand::Collect {
+            fleet: args,
+            into,
+            accept_damaged,
+        } => on_fleet(
+            &args,
+            "collecting",
+            &["new records", "known", "segments", "damaged", "folder"],
+            |entry, board| fleet::collect_into(&into, entry, board, accept_damaged),
+            |c| {
+                vec![
+                    c.records_new.to_string(),
+                    c.records_known.to_string(),
+                    c.segments.to_string(),
+                    c.damaged.to_string(),
+                    c.into.display().to_string(),
+                ]
+            },
+        ),
+    }
 }
 
 fn cmd_dataset(command: DatasetCommand) -> anyhow::Result<()> {

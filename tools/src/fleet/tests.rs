@@ -1,0 +1,156 @@
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+
+const EXAMPLE: &str = r#"
+[defaults]
+ssh_options = ["ConnectTimeout=10"]
+
+[[board]]
+name = "lobby-1"
+address = "ssh://jetson@10.0.0.11/var/lib/fer-edge"
+tags = ["lobby", "canary"]
+
+[[board]]
+name = "dock-2"
+address = "ssh://jetson@10.0.0.12:2222/var/lib/fer-edge"
+tags = ["dock"]
+agent = "/opt/fer/fer-edge"
+[board.config]
+device = { name = "dock camera 2" }
+detector = { interval = 3 }
+"#;
+
+fn parse(text: &str) -> Result<Inventory> {
+    Inventory::parse(text, Path::new("fleet.toml"))
+}
+
+fn refused(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn the_example_parses_with_defaults_tags_and_overrides() {
+    let fleet = parse(EXAMPLE).unwrap();
+    assert_eq!(fleet.boards.len(), 2);
+    let Board::Ssh(dock) = fleet.board(&fleet.boards[1]).unwrap() else {
+        panic!("an ssh board");
+    };
+    assert_eq!(dock.port, Some(2222));
+    assert_eq!(dock.agent, "/opt/fer/fer-edge");
+    assert_eq!(dock.options, ["ConnectTimeout=10"]);
+    let config = fleet
+        .config_for(&fleet.boards[1], &DeviceConfig::default())
+        .unwrap();
+    assert_eq!(config.detector.interval, 3);
+    assert_eq!(config.device.name, "dock camera 2");
+    assert_eq!(
+        config.camera,
+        DeviceConfig::default().camera,
+        "the rest is kept"
+    );
+    let canaries = fleet.select(&["canary".into()]).unwrap();
+    assert_eq!(canaries.len(), 1);
+    assert_eq!(canaries[0].name, "lobby-1");
+    assert_eq!(fleet.select(&[]).unwrap().len(), 2);
+    let err = fleet.select(&["lobyy".into()]).unwrap_err().to_string();
+    assert!(err.contains("lobyy"), "{err}");
+}
+
+#[test]
+fn mistakes_are_refused_naming_the_board_and_the_fix() {
+    let two = |a: &str, b: &str| {
+        format!(
+            "[[board]]\nname = \"{a}\"\naddress = \"dir:/tmp/a\"\n\n[[board]]\nname = \"{b}\"\naddress = \"dir:/tmp/b\"\n"
+        )
+    };
+    let err = refused(&two("cam", "cam"));
+    assert!(
+        err.contains("fleet.toml") && err.contains("already used by board 1"),
+        "{err}"
+    );
+    let err = refused(&two("cam", "../up"));
+    assert!(
+        err.contains("board 2") && err.contains("letters, digits"),
+        "{err}"
+    );
+    let err = refused("[[board]]\nname = \"cam\"\naddress = \"http://cam/\"\n");
+    assert!(err.contains("board 1") && err.contains("ssh://"), "{err}");
+    let err = refused("[[board]]\nname = \"cam\"\nadress = \"dir:/x\"\n");
+    assert!(err.contains("adress"), "{err}");
+    let err = refused(
+        "[[board]]\nname = \"cam\"\naddress = \"dir:/x\"\n[board.config]\ndetector = { interval = 0 }\n",
+    );
+    assert!(err.contains("detector.interval"), "{err}");
+    let err = refused(
+        "[[board]]\nname = \"cam\"\naddress = \"dir:/x\"\n[board.config]\ncamera = { widht = 3 }\n",
+    );
+    assert!(err.contains("widht"), "{err}");
+    let err = refused("[defaults]\n");
+    assert!(err.contains("no board"), "{err}");
+}
+
+#[test]
+fn for_each_bounds_concurrency_keeps_order_and_isolates_failures() {
+    let mut text = String::new();
+    for i in 0..6 {
+        text.push_str(&format!(
+            "[[board]]\nname = \"b{i}\"\naddress = \"dir:/tmp/fleet-b{i}\"\n"
+        ));
+    }
+    let fleet = parse(&text).unwrap();
+    let boards = fleet.select(&[]).unwrap();
+    let running = AtomicUsize::new(0);
+    let most = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
+    let outcomes = for_each(
+        &fleet,
+        &boards,
+        2,
+        |entry, _| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            running.fetch_sub(1, Ordering::SeqCst);
+            if entry.name == "b3" {
+                Err(Error::invalid("board", "down"))
+            } else {
+                Ok(entry.name.clone())
+            }
+        },
+        |_, _| {
+            finished.fetch_add(1, Ordering::SeqCst);
+        },
+    );
+    assert_eq!(most.load(Ordering::SeqCst), 2);
+    assert_eq!(finished.load(Ordering::SeqCst), 6);
+    let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["b0", "b1", "b2", "b3", "b4", "b5"]);
+    assert_eq!(outcomes.iter().filter(|o| o.result.is_err()).count(), 1);
+    assert!(outcomes[3].result.is_err());
+}
+
+#[test]
+fn failures_are_diagnosed_in_words() {
+    let ssh = |stderr: &str| Error::Command {
+        command: "ssh".into(),
+        status: "exit status: 255".into(),
+        code: Some(255),
+        stderr: stderr.into(),
+    };
+    assert!(
+        diagnose(&ssh(
+            "ssh: connect to host 127.0.0.1 port 1: Connection refused"
+        ))
+        .contains("refused")
+    );
+    assert!(diagnose(&ssh("Host key verification failed.")).contains("known_hosts"));
+    assert!(
+        diagnose(&ssh(
+            "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@"
+        ))
+        .contains("changed")
+    );
+}
