@@ -81,3 +81,86 @@ fn a_board_that_is_down_fails_alone_and_sets_the_exit_code() {
     assert_eq!(out.status.code(), Some(exit_code::USAGE.into()));
     assert!(String::from_utf8_lossy(&out.stderr).contains("upp"));
 }
+
+#[test]
+fn the_collect_service_runs_its_cycles_and_keeps_the_boards_states() {
+    use edge::fieldlog::FieldLog;
+    use firmware_config::Sha256Digest;
+    use firmware_config::config::FieldLogConfig;
+    use firmware_config::preprocess::{FaceBox, ImageBuf, PixelFormat};
+    use firmware_config::record::FieldRecord;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..2 {
+        let log = tmp.path().join(format!("log-{i}"));
+        let mut config = FieldLogConfig::default();
+        config.directory = s(&log).to_string();
+        let mut writer = FieldLog::open(&config, &format!("cam-{i}")).unwrap();
+        for seq in 0..4u64 {
+            writer
+                .log(&FieldRecord {
+                    timestamp_ms: 1_700_000_000_000 + seq * 1000,
+                    device_id: format!("cam-{i}"),
+                    model_sha256: Sha256Digest([2; 32]),
+                    frame_seq: seq,
+                    track_id: seq as u32,
+                    face: FaceBox {
+                        x: 1.0,
+                        y: 1.0,
+                        width: 8.0,
+                        height: 8.0,
+                    },
+                    probabilities: vec![0.6, 0.4],
+                    crop: ImageBuf::new(2, 2, PixelFormat::Gray8, vec![seq as u8; 4]).unwrap(),
+                    frame: None,
+                })
+                .unwrap();
+        }
+        writer.close().unwrap();
+        text.push_str(&format!(
+            "[[board]]\nname = \"cam-{i}\"\naddress = \"dir:{}\"\nlog_dir = {:?}\n",
+            s(&tmp.path().join(format!("board-{i}"))),
+            s(&log)
+        ));
+    }
+    let fleet = tmp.path().join("fleet.toml");
+    std::fs::write(&fleet, text).unwrap();
+    let into = tmp.path().join("field");
+    let out = fer(&[
+        "fleet",
+        "collect",
+        "--fleet",
+        s(&fleet),
+        "--into",
+        s(&into),
+        "--every",
+        "1s",
+        "--cycles",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cycles: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(cycles.len(), 2, "{stdout}");
+    assert_eq!(cycles[0]["records_new"], 8, "{stdout}");
+    assert_eq!(cycles[1]["records_new"], 0, "{stdout}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(into.join("service-state.json")).unwrap()).unwrap();
+    for board in state.as_array().unwrap() {
+        assert_eq!(board["records"], 4, "{state}");
+        assert_eq!(board["failures"], 0, "{state}");
+    }
+    for i in 0..2 {
+        let records = std::fs::read_to_string(into.join(format!("cam-{i}/records.jsonl"))).unwrap();
+        assert_eq!(records.lines().count(), 4);
+        assert!(records.contains(&format!("\"device_id\":\"cam-{i}\"")));
+    }
+}

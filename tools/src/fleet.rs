@@ -20,6 +20,8 @@
 //! detector = { interval = 3 }
 //! ```
 //!
+//! [`service`] runs collect every few minutes as a service.
+//!
 //! [`Inventory::load`] refuses duplicate names, bad addresses, unknown keys and overrides that
 //! do not make a valid device config, naming the board. [`for_each`] runs an operation on
 //! the selected boards with bounded concurrency; each board's outcome is its own, so one that
@@ -66,6 +68,10 @@ pub struct BoardEntry {
     /// Overrides of the fleet's device config (the same tables and keys as a config file).
     #[serde(default)]
     pub config: Option<toml::Table>,
+    /// The field-log folder on the board, when collect should not take it from the active
+    /// config (a board without a bundle yet, a log on another disk).
+    #[serde(default)]
+    pub log_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,6 +355,7 @@ pub fn collect_into(
     let into = root.join(&entry.name);
     let options = crate::collect::CollectOptions {
         accept_damaged,
+        log_dir: entry.log_dir.clone(),
         ..crate::collect::CollectOptions::default()
     };
     let report = crate::collect::collect(board, &into, &options, &mut |_| {
@@ -426,5 +433,6 @@ pub fn report<T>(
     (table(&full, &rows), error)
 }
 
+pub mod service;
 #[cfg(test)]
 mod tests;

@@ -245,6 +245,11 @@ enum FleetCommand {
     /// Collect every board's finished field-log segments into INTO/<board name>/ (one collect
     /// folder per board; each record keeps its board's address and device id). `fer dataset
     /// import INTO/<name> POOL` adds them to a training pool.
+    ///
+    /// With --every it runs as a service (docs/fleet.md has a systemd unit): a JSON line per
+    /// cycle, the boards' states in INTO/service-state.json, boards with the most data
+    /// waiting first, a failing board retried after 1, 2, 4, ... 16 cycles; SIGINT or SIGTERM
+    /// ends it after the current cycle.
     Collect {
         #[command(flatten)]
         fleet: FleetArgs,
@@ -254,6 +259,12 @@ enum FleetCommand {
         /// Import the intact records of damaged segments and delete them anyway.
         #[arg(long)]
         accept_damaged: bool,
+        /// Run as a service, one cycle every this long: 15m, 90s, 2h.
+        #[arg(long, value_parser = fleet::service::parse_every)]
+        every: Option<std::time::Duration>,
+        /// With --every: stop after this many cycles.
+        #[arg(long, requires = "every")]
+        cycles: Option<u64>,
     },
 }
 
@@ -712,6 +723,24 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
             fleet: args,
             into,
             accept_damaged,
+            every: Some(every),
+            cycles,
+        } => collect_service(
+            &args,
+            fleet::service::ServiceOptions {
+                into,
+                every,
+                cycles,
+                jobs: args.jobs,
+                accept_damaged,
+            },
+        ),
+        FleetCommand::Collect {
+            fleet: args,
+            into,
+            accept_damaged,
+            every: None,
+            ..
         } => on_fleet(
             &args,
             "collecting",
@@ -728,6 +757,36 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
             },
         ),
     }
+}
+
+fn collect_service(
+    args: &FleetArgs,
+    options: fleet::service::ServiceOptions,
+) -> anyhow::Result<()> {
+    let inventory = fleet::Inventory::load(&args.fleet)?;
+    let boards = inventory.select(&args.tags)?;
+    let stop = edge::pipeline::stop_on_signals().map_err(tools::Error::from)?;
+    std::fs::create_dir_all(&options.into)
+        .with_context(|| format!("creating {}", options.into.display()))?;
+    let state_path = fleet::service::state_path(&options.into);
+    let mut written = Ok(());
+    fleet::service::run(
+        &inventory,
+        &boards,
+        &options,
+        &stop,
+        &mut |report, states| {
+            if let Ok(line) = serde_json::to_string(report) {
+                println!("{line}");
+            }
+            if written.is_ok() {
+                written = serde_json::to_vec_pretty(states)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|json| Ok(edge::durable::write_atomically(&state_path, &json)?));
+            }
+        },
+    )?;
+    written.with_context(|| format!("writing {}", state_path.display()))
 }
 
 fn cmd_dataset(command: DatasetCommand) -> anyhow::Result<()> {

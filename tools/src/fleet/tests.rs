@@ -154,3 +154,108 @@ fn failures_are_diagnosed_in_words() {
         .contains("changed")
     );
 }
+
+/// Writes `count` sealed records into a board's field log at `dir`.
+fn board_writes(dir: &Path, device: &str, first: u64, count: u64) {
+    use edge::fieldlog::FieldLog;
+    use firmware_config::Sha256Digest;
+    use firmware_config::config::FieldLogConfig;
+    use firmware_config::preprocess::{FaceBox, ImageBuf, PixelFormat};
+    use firmware_config::record::FieldRecord;
+    let mut config = FieldLogConfig::default();
+    config.directory = dir.to_string_lossy().into_owned();
+    config.max_records_per_minute = 0;
+    config.dedup_window_ms = 0;
+    let mut log = FieldLog::open(&config, device).unwrap();
+    for seq in first..first + count {
+        let record = FieldRecord {
+            timestamp_ms: 1_700_000_000_000 + seq,
+            device_id: device.into(),
+            model_sha256: Sha256Digest([1; 32]),
+            frame_seq: seq,
+            track_id: 1,
+            face: FaceBox {
+                x: 0.0,
+                y: 0.0,
+                width: 4.0,
+                height: 4.0,
+            },
+            probabilities: vec![0.5, 0.5],
+            crop: ImageBuf::new(2, 2, PixelFormat::Gray8, vec![seq as u8; 4]).unwrap(),
+            frame: None,
+        };
+        log.log(&record).unwrap();
+    }
+    log.close().unwrap();
+}
+
+#[test]
+fn the_service_collects_every_cycle_and_backs_off_a_failing_board() {
+    use std::sync::atomic::AtomicBool;
+
+    use super::service::{self, ServiceOptions};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for (name, log) in [("b0", "log0"), ("b1", "log1"), ("broken", "missing/log")] {
+        text.push_str(&format!(
+            "[[board]]\nname = \"{name}\"\naddress = \"dir:{}\"\nlog_dir = {:?}\n",
+            tmp.path().join(name).display(),
+            tmp.path().join(log).display().to_string()
+        ));
+    }
+    std::fs::write(tmp.path().join("missing"), b"a file, not a folder").unwrap();
+    let fleet = parse(&text).unwrap();
+    let boards = fleet.select(&[]).unwrap();
+    board_writes(&tmp.path().join("log0"), "b0", 0, 5);
+    board_writes(&tmp.path().join("log1"), "b1", 0, 3);
+    let into = tmp.path().join("field");
+    let options = ServiceOptions {
+        into: into.clone(),
+        every: Duration::ZERO,
+        cycles: Some(12),
+        jobs: 2,
+        accept_damaged: false,
+    };
+    let mut backing_off = Vec::new();
+    let mut written = 5;
+    let states = service::run(
+        &fleet,
+        &boards,
+        &options,
+        &AtomicBool::new(false),
+        &mut |report, states| {
+            backing_off.push(report.backing_off);
+            assert_eq!(states.len(), 3, "one entry per board, whatever the cycle");
+            // b0 keeps logging between cycles.
+            board_writes(&tmp.path().join("log0"), "b0", written, 2);
+            written += 2;
+        },
+    )
+    .unwrap();
+    // The last two records were written after the last cycle.
+    assert_eq!(states[0].records, written - 2);
+    assert_eq!(states[1].records, 3);
+    assert_eq!(states[2].records, 0);
+    assert!(states[2].last_problem.is_some());
+    // The broken board is tried at cycles 0, 1, 3 and 7 (waits of 1, 2, 4 cycles).
+    assert_eq!(backing_off, [0, 0, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1]);
+    assert_eq!(states[2].failures, 4);
+    let lines = std::fs::read_to_string(into.join("b0").join(crate::collect::RECORDS_FILE))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    assert_eq!(lines, written - 2, "each record once");
+}
+
+#[test]
+fn service_intervals_parse_with_units_and_refuse_nonsense() {
+    use super::service::parse_every;
+    assert_eq!(parse_every("15m"), Ok(Duration::from_secs(900)));
+    assert_eq!(parse_every("90s"), Ok(Duration::from_secs(90)));
+    assert_eq!(parse_every("2h"), Ok(Duration::from_secs(7200)));
+    assert_eq!(parse_every("300"), Ok(Duration::from_secs(300)));
+    for bad in ["", "0m", "15 minutes", "m", "1d"] {
+        assert!(parse_every(bad).is_err(), "{bad}");
+    }
+}
