@@ -223,3 +223,43 @@ impl Drop for Sshd {
         let _ = self.child.wait();
     }
 }
+
+fn sha(bytes: &[u8]) -> firmware_config::Sha256Digest {
+    use sha2::Digest as _;
+    firmware_config::Sha256Digest(sha2::Sha256::digest(bytes).into())
+}
+
+/// An export folder as `fer-train export` writes it, of the peer model, with a self-test
+/// whose expected output is what the board's classifier computes (or `wrong` for a broken one).
+pub fn peer_export(dir: &Path, model: &Path, run_id: &str, wrong: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let model_bytes = std::fs::read(model).unwrap();
+    std::fs::write(dir.join("model.onnx"), &model_bytes).unwrap();
+    let mut m = firmware_config::manifest::ModelManifest {
+        model_file: "model.onnx".into(),
+        model_sha256: sha(&model_bytes),
+        training_run_id: run_id.into(),
+        ..testdata::peer_manifest()
+    };
+    let input: Vec<f32> = (0..64 * 64)
+        .map(|i| ((i * 37 % 255) as f32) / 127.5 - 1.0)
+        .collect();
+    let input_bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("selftest.bin"), &input_bytes).unwrap();
+    let classifier =
+        edge::classify::Classifier::load(&dir.join("model.onnx"), m.clone(), &Default::default())
+            .unwrap();
+    let mut expected = classifier.run_raw(&input, 1).unwrap();
+    if wrong {
+        expected.reverse();
+    }
+    m.self_test.input_file = "selftest.bin".into();
+    m.self_test.input_sha256 = sha(&input_bytes);
+    m.self_test.expected_output = expected;
+    m.self_test.tolerance = 1e-4;
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
+}

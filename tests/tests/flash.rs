@@ -7,50 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use edge::bundle::{self, BoardRoot};
-use edge::classify::Classifier;
 use firmware_config::config::{DetectorKind, DeviceConfig};
 use firmware_config::manifest::ModelManifest;
 use firmware_config::{Sha256Digest, exit_code};
-use sha2::{Digest, Sha256};
 use tests::{Sshd, expect_success, fer};
-
-fn sha(bytes: &[u8]) -> Sha256Digest {
-    Sha256Digest(Sha256::digest(bytes).into())
-}
-
-/// An export folder as `fer-train export` writes it, of the peer model, with a self-test
-/// whose expected output is what the board's classifier computes (or `wrong` for a broken one).
-fn export_dir(dir: &Path, model: &Path, run_id: &str, wrong: bool) {
-    std::fs::create_dir_all(dir).unwrap();
-    let model_bytes = std::fs::read(model).unwrap();
-    std::fs::write(dir.join("model.onnx"), &model_bytes).unwrap();
-    let mut m = ModelManifest {
-        model_file: "model.onnx".into(),
-        model_sha256: sha(&model_bytes),
-        training_run_id: run_id.into(),
-        ..testdata::peer_manifest()
-    };
-    let input: Vec<f32> = (0..64 * 64)
-        .map(|i| ((i * 37 % 255) as f32) / 127.5 - 1.0)
-        .collect();
-    let input_bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(dir.join("selftest.bin"), &input_bytes).unwrap();
-    let classifier =
-        Classifier::load(&dir.join("model.onnx"), m.clone(), &Default::default()).unwrap();
-    let mut expected = classifier.run_raw(&input, 1).unwrap();
-    if wrong {
-        expected.reverse();
-    }
-    m.self_test.input_file = "selftest.bin".into();
-    m.self_test.input_sha256 = sha(&input_bytes);
-    m.self_test.expected_output = expected;
-    m.self_test.tolerance = 1e-4;
-    std::fs::write(
-        dir.join("manifest.json"),
-        serde_json::to_string_pretty(&m).unwrap(),
-    )
-    .unwrap();
-}
 
 /// Asserts `fer` failed because the bundle was refused and its message contains `needle`.
 fn refused(out: Output, needle: &str) {
@@ -99,7 +59,7 @@ fn fixture() -> Option<Fixture> {
     let mut bundles = Vec::new();
     for (i, wrong) in [(1, false), (2, false), (3, true)] {
         let export = t.join(format!("export-{i}"));
-        export_dir(&export, &model, &format!("run-{i}"), wrong);
+        tests::peer_export(&export, &model, &format!("run-{i}"), wrong);
         let out_dir = t.join(format!("bundle-{i}"));
         expect_success(fer(&[
             "bundle",

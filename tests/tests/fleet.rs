@@ -1,5 +1,6 @@
 //! `fer fleet` over a real sshd on 127.0.0.1: boards that answer, one that is down, tags, the
-//! per-board table and the exit code that says a board failed.
+//! per-board table and the exit code that says a board failed; flashing and rolling back a
+//! real bundle on several boards at once; the collect service.
 
 use std::path::Path;
 
@@ -162,5 +163,128 @@ fn the_collect_service_runs_its_cycles_and_keeps_the_boards_states() {
         let records = std::fs::read_to_string(into.join(format!("cam-{i}/records.jsonl"))).unwrap();
         assert_eq!(records.lines().count(), 4);
         assert!(records.contains(&format!("\"device_id\":\"cam-{i}\"")));
+    }
+}
+
+#[test]
+fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down() {
+    let Some(sshd) = Sshd::start() else { return };
+    let (Some(model), Some(detector)) = (
+        testdata::peer_model(),
+        testdata::shared_path("models/ultraface/version-RFB-320_simplified.onnx"),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let key = t.join("fleet.key");
+    let public = tools::keys::generate(&key, false).unwrap().public_key;
+    let config = t.join("board.toml");
+    std::fs::write(&config, "[device]\nid = \"fleet-board\"\n").unwrap();
+    let mut bundles = Vec::new();
+    for i in 1..=2 {
+        let export = t.join(format!("export-{i}"));
+        tests::peer_export(&export, &model, &format!("run-{i}"), false);
+        let out_dir = t.join(format!("bundle-{i}"));
+        tests::expect_success(fer(&[
+            "bundle",
+            "--model",
+            s(&export),
+            "--config",
+            s(&config),
+            "--detector",
+            s(&detector),
+            "--key",
+            s(&key),
+            "--out",
+            s(&out_dir),
+            "--version",
+            &i.to_string(),
+        ]));
+        bundles.push(out_dir);
+    }
+    let agent = tests::program("fer-edge");
+    let options: Vec<String> = sshd
+        .fer_options()
+        .iter()
+        .map(|o| format!("{o:?}"))
+        .collect();
+    let mut text = format!(
+        "[defaults]\nssh_options = [{}]\nagent = {:?}\n",
+        options.join(", "),
+        s(&agent)
+    );
+    let mut roots = Vec::new();
+    for i in 0..3 {
+        let root = t.join(format!("board-{i}"));
+        BoardRoot::init(&root, &public).unwrap();
+        text.push_str(&format!(
+            "\n[[board]]\nname = \"cam-{i}\"\naddress = {:?}\n",
+            sshd.address(&root)
+        ));
+        roots.push(root);
+    }
+    text.push_str("\n[[board]]\nname = \"cam-down\"\naddress = \"ssh://127.0.0.1:1/srv/fer\"\n");
+    let fleet = t.join("fleet.toml");
+    std::fs::write(&fleet, &text).unwrap();
+    let active = |root: &Path| edge::bundle::open_for_run(root).unwrap().id;
+    let id = |bundle: &Path| edge::bundle::verify_dir(bundle, &public).unwrap().id;
+
+    for bundle in &bundles {
+        let out = fer(&[
+            "fleet",
+            "flash",
+            "--fleet",
+            s(&fleet),
+            "--bundle",
+            s(bundle),
+            "--jobs",
+            "3",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(exit_code::FLEET_PARTIAL.into()),
+            "{stdout}"
+        );
+        assert_eq!(
+            stdout.lines().filter(|l| l.contains(" ok ")).count(),
+            3,
+            "{stdout}"
+        );
+        for root in &roots {
+            assert_eq!(active(root), id(bundle));
+        }
+    }
+    let out = fer(&["fleet", "rollback", "--fleet", s(&fleet), "--jobs", "3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::FLEET_PARTIAL.into()),
+        "{stdout}"
+    );
+    for root in &roots {
+        assert_eq!(active(root), id(&bundles[0]), "{stdout}");
+    }
+
+    // A board with config overrides does not take a shared bundle.
+    text.push_str("[board.config]\ndetector = { interval = 2 }\n");
+    std::fs::write(&fleet, &text).unwrap();
+    let out = fer(&[
+        "fleet",
+        "flash",
+        "--fleet",
+        s(&fleet),
+        "--bundle",
+        s(&bundles[1]),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit_code::USAGE.into()), "{stderr}");
+    assert!(
+        stderr.contains("cam-down") && stderr.contains("override"),
+        "{stderr}"
+    );
+    for root in &roots {
+        assert_eq!(active(root), id(&bundles[0]), "nothing was flashed");
     }
 }

@@ -329,6 +329,70 @@ pub fn diagnose(error: &Error) -> String {
     }
 }
 
+/// A board switched by [`flash`] or [`rollback`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Switched {
+    /// The slot active now.
+    pub slot: String,
+    /// The bundle active now.
+    pub bundle_id: String,
+    /// The bundle active before, if any.
+    pub previous_bundle_id: Option<String>,
+}
+
+impl From<edge::bundle::Activation> for Switched {
+    fn from(a: edge::bundle::Activation) -> Self {
+        Self {
+            slot: a.slot,
+            bundle_id: a.bundle_id,
+            previous_bundle_id: a.previous_bundle_id,
+        }
+    }
+}
+
+/// Refuses a shared bundle for boards whose inventory entry overrides the device config: the
+/// bundle's config would silently replace their overrides.
+pub fn check_shared_bundle(boards: &[&BoardEntry]) -> Result<()> {
+    let with: Vec<&str> = boards
+        .iter()
+        .filter(|b| b.config.is_some())
+        .map(|b| b.name.as_str())
+        .collect();
+    if with.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "fleet flash",
+        format!(
+            "board(s) {} override the device config in the inventory, and one bundle carries \
+             one config: leave them out (--tag) and bundle their merged config separately",
+            with.join(", ")
+        ),
+    ))
+}
+
+/// Flashes `bundle` on one board the way `fer flash` does (verified here against the key the
+/// board trusts, then uploaded, verified and self-tested there), then runs `restart` on it.
+pub fn flash(board: &Board, bundle: &Path, restart: Option<&str>) -> Result<Switched> {
+    let trusted = firmware_config::PublicKey::from_hex(&board.status()?.board.trusted_key)
+        .map_err(|e| Error::invalid("trusted key", format!("the board reports a bad one: {e}")))?;
+    edge::bundle::verify_dir(bundle, &trusted)?;
+    let done = board.flash(bundle, &mut |_| {})?;
+    if let Some(command) = restart {
+        board.run_shell(command)?;
+    }
+    Ok(done.into())
+}
+
+/// Switches one board back to its previous bundle, then runs `restart` on it.
+pub fn rollback(board: &Board, restart: Option<&str>) -> Result<Switched> {
+    let done = board.rollback()?;
+    if let Some(command) = restart {
+        board.run_shell(command)?;
+    }
+    Ok(done.into())
+}
+
 /// The field-log collect of one board ([`collect_into`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Collected {

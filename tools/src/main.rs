@@ -242,6 +242,28 @@ enum FleetCommand {
     Check(FleetArgs),
     /// Per board: the active slot and bundle, the other slot, a bundle on trial.
     Status(FleetArgs),
+    /// Flash one signed bundle on every selected board, as `fer flash` does on one: verified
+    /// here against each board's trusted key, then uploaded, verified, self-tested and switched
+    /// there. A board that refuses keeps its running bundle. Boards with config overrides in
+    /// the inventory are refused (one bundle carries one config).
+    Flash {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// The signed bundle folder (from `fer bundle`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// A shell command run on each board after switching (e.g. `systemctl restart fer-edge`).
+        #[arg(long, value_name = "COMMAND")]
+        restart: Option<String>,
+    },
+    /// Switch every selected board back to its previous bundle.
+    Rollback {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// A shell command run on each board after switching.
+        #[arg(long, value_name = "COMMAND")]
+        restart: Option<String>,
+    },
     /// Collect every board's finished field-log segments into INTO/<board name>/ (one collect
     /// folder per board; each record keeps its board's address and device id). `fer dataset
     /// import INTO/<name> POOL` adds them to a training pool.
@@ -719,6 +741,31 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
                 ]
             },
         ),
+        FleetCommand::Flash {
+            fleet: args,
+            bundle,
+            restart,
+        } => {
+            let inventory = fleet::Inventory::load(&args.fleet)?;
+            fleet::check_shared_bundle(&inventory.select(&args.tags)?)?;
+            on_fleet(
+                &args,
+                "flashing",
+                &["slot", "bundle", "previous"],
+                |_, board| fleet::flash(board, &bundle, restart.as_deref()),
+                |f| switched_cells(f, &short),
+            )
+        }
+        FleetCommand::Rollback {
+            fleet: args,
+            restart,
+        } => on_fleet(
+            &args,
+            "rolling back",
+            &["slot", "bundle", "previous"],
+            |_, board| fleet::rollback(board, restart.as_deref()),
+            |f| switched_cells(f, &short),
+        ),
         FleetCommand::Collect {
             fleet: args,
             into,
@@ -757,6 +804,14 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
             },
         ),
     }
+}
+
+fn switched_cells(f: &fleet::Switched, short: &dyn Fn(&Option<String>) -> String) -> Vec<String> {
+    vec![
+        f.slot.clone(),
+        short(&Some(f.bundle_id.clone())),
+        short(&f.previous_bundle_id),
+    ]
 }
 
 fn collect_service(
