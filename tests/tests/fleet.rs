@@ -288,3 +288,194 @@ fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down()
         assert_eq!(active(root), id(&bundles[0]), "nothing was flashed");
     }
 }
+
+/// Three signed peer bundles (versions 1, 2, 3) and `boards` board folders trusting their key,
+/// listed in a fleet file; every board runs bundle 1.
+struct Rollout {
+    _tmp: tempfile::TempDir,
+    fleet: std::path::PathBuf,
+    state: std::path::PathBuf,
+    roots: Vec<std::path::PathBuf>,
+    bundles: Vec<std::path::PathBuf>,
+    ids: Vec<String>,
+}
+
+fn rollout_fixture(boards: usize) -> Option<Rollout> {
+    let model = testdata::peer_model()?;
+    let detector = testdata::shared_path("models/ultraface/version-RFB-320_simplified.onnx")?;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let key = t.join("fleet.key");
+    let public = tools::keys::generate(&key, false).unwrap().public_key;
+    let config = t.join("board.toml");
+    std::fs::write(&config, "[device]\nid = \"fleet-board\"\n").unwrap();
+    let mut bundles = Vec::new();
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let export = t.join(format!("export-{i}"));
+        tests::peer_export(&export, &model, &format!("run-{i}"), false);
+        let out_dir = t.join(format!("bundle-{i}"));
+        tests::expect_success(fer(&[
+            "bundle",
+            "--model",
+            s(&export),
+            "--config",
+            s(&config),
+            "--detector",
+            s(&detector),
+            "--key",
+            s(&key),
+            "--out",
+            s(&out_dir),
+            "--version",
+            &i.to_string(),
+        ]));
+        ids.push(edge::bundle::verify_dir(&out_dir, &public).unwrap().id);
+        bundles.push(out_dir);
+    }
+    let mut text = String::new();
+    let mut roots = Vec::new();
+    for i in 0..boards {
+        let root = t.join(format!("board-{i}"));
+        BoardRoot::init(&root, &public).unwrap();
+        text.push_str(&format!(
+            "[[board]]\nname = \"cam-{i}\"\naddress = \"dir:{}\"\n",
+            s(&root)
+        ));
+        roots.push(root);
+    }
+    let fleet = t.join("fleet.toml");
+    std::fs::write(&fleet, text).unwrap();
+    tests::expect_success(fer(&[
+        "fleet",
+        "flash",
+        "--fleet",
+        s(&fleet),
+        "--bundle",
+        s(&bundles[0]),
+    ]));
+    Some(Rollout {
+        state: t.join("rollout.json"),
+        _tmp: tmp,
+        fleet,
+        roots,
+        bundles,
+        ids,
+    })
+}
+
+fn active(root: &Path) -> String {
+    edge::bundle::open_for_run(root).unwrap().id
+}
+
+fn rollout_cmd(f: &Rollout, bundle: usize, canaries: &str, soak: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(tests::program("fer"));
+    cmd.args([
+        "fleet",
+        "flash",
+        "--fleet",
+        s(&f.fleet),
+        "--bundle",
+        s(&f.bundles[bundle]),
+    ])
+    .args(["--canary", canaries, "--soak", soak, "--state", s(&f.state)]);
+    cmd
+}
+
+fn phase(f: &Rollout) -> serde_json::Value {
+    std::fs::read(&f.state)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_canary_that_falls_back_stops_the_rollout_and_the_rest_is_never_touched() {
+    let Some(f) = rollout_fixture(4) else { return };
+    let child = rollout_cmd(&f, 1, "2", "8s")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the canaries run bundle 2, the first crashes at every start until it falls back.
+    let start = std::time::Instant::now();
+    while active(&f.roots[0]) != f.ids[1] || phase(&f)["phase"] != "soak" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{}",
+            phase(&f)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let board = BoardRoot::open(&f.roots[0]).unwrap();
+    for _ in 0..=edge::bundle::MAX_TRIAL_STARTS {
+        board.start(|_| Ok(())).unwrap();
+    }
+    assert_eq!(
+        active(&f.roots[0]),
+        f.ids[0],
+        "the board fell back by itself"
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::FLEET_PARTIAL.into()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fell back"), "{stdout}");
+    let state = phase(&f);
+    assert_eq!(state["phase"], "stopped", "{state}");
+    assert_eq!(
+        state["boards"]["cam-0"]["rolled_back"], false,
+        "it already fell back: {state}"
+    );
+    assert_eq!(state["boards"]["cam-1"]["rolled_back"], true, "{state}");
+    for root in &f.roots {
+        assert_eq!(active(root), f.ids[0], "{stdout}");
+    }
+    assert_eq!(state["boards"]["cam-2"]["flashed"], false);
+}
+
+#[test]
+fn an_interrupted_rollout_resumes_where_it_was_and_promotes() {
+    let Some(f) = rollout_fixture(3) else { return };
+    let mut child = rollout_cmd(&f, 1, "1", "3s").spawn().unwrap();
+    let start = std::time::Instant::now();
+    while phase(&f)["phase"] != "soak" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{}",
+            phase(&f)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(terminate(child.id()), "SIGTERM sent");
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(phase(&f)["phase"], "soak", "the state kept the soak");
+    assert_eq!(active(&f.roots[1]), f.ids[0], "the rest waits for the soak");
+
+    let out = rollout_cmd(&f, 1, "1", "3s").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(phase(&f)["phase"], "done");
+    for root in &f.roots {
+        assert_eq!(active(root), f.ids[1]);
+    }
+    // The canary was flashed once: its other slot still holds bundle 1.
+    let status = BoardRoot::open(&f.roots[0]).unwrap().status().unwrap();
+    let other = status.slots.iter().find(|s| !s.active).unwrap();
+    assert_eq!(other.bundle_id.as_deref(), Some(f.ids[0].as_str()));
+}
+
+/// Sends SIGTERM to a child process.
+fn terminate(pid: u32) -> bool {
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}

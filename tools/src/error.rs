@@ -85,6 +85,12 @@ pub enum Error {
         total: usize,
     },
 
+    #[error("rollout stopped at the canaries: {reason} (the other boards were not touched)")]
+    RolloutStopped {
+        /// Why.
+        reason: String,
+    },
+
     #[error("stopped before finishing: {0}")]
     Interrupted(String),
     /// An argument or input is out of range.
@@ -135,7 +141,7 @@ impl Error {
             Self::Refused { .. } | Self::Mismatch { .. } => exit_code::BUNDLE_REFUSED,
             Self::Command { .. } => exit_code::REMOTE,
             Self::DamagedSegment { .. } => exit_code::DAMAGED_SEGMENT,
-            Self::FleetPartial { .. } => exit_code::FLEET_PARTIAL,
+            Self::FleetPartial { .. } | Self::RolloutStopped { .. } => exit_code::FLEET_PARTIAL,
             _ => exit_code::FAILURE,
         }
     }

@@ -20,7 +20,8 @@
 //! detector = { interval = 3 }
 //! ```
 //!
-//! [`service`] runs collect every few minutes as a service.
+//! [`service`] runs collect every few minutes as a service; [`rollout`] flashes canaries first
+//! and promotes a bundle only while they stay healthy.
 //!
 //! [`Inventory::load`] refuses duplicate names, bad addresses, unknown keys and overrides that
 //! do not make a valid device config, naming the board. [`for_each`] runs an operation on
@@ -289,20 +290,22 @@ pub fn check(board: &Board) -> Result<Check> {
             .to_string(),
     };
     let status = board.status()?;
-    let active_bundle = status.board.active.as_ref().and_then(|active| {
-        status
-            .board
-            .slots
-            .iter()
-            .find(|s| &s.slot == active)
-            .and_then(|s| s.bundle_id.clone())
-    });
     Ok(Check {
         agent_version,
-        active_bundle,
+        active_bundle: active_bundle(&status.board),
         newest_version: status.board.newest_version,
         fell_back: status.board.fallback.is_some(),
     })
+}
+
+/// The id of the bundle in a board's active slot, if any.
+pub fn active_bundle(status: &edge::bundle::BoardStatus) -> Option<String> {
+    let active = status.active.as_ref()?;
+    status
+        .slots
+        .iter()
+        .find(|s| &s.slot == active)
+        .and_then(|s| s.bundle_id.clone())
 }
 
 /// A short reason for a failed board: what a person checks first.
@@ -497,6 +500,7 @@ pub fn report<T>(
     (table(&full, &rows), error)
 }
 
+pub mod rollout;
 pub mod service;
 #[cfg(test)]
 mod tests;

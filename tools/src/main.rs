@@ -255,6 +255,18 @@ enum FleetCommand {
         /// A shell command run on each board after switching (e.g. `systemctl restart fer-edge`).
         #[arg(long, value_name = "COMMAND")]
         restart: Option<String>,
+        /// Staged rollout: flash the first N selected boards, watch them for --soak, then
+        /// flash the rest only if they stayed healthy (new bundle still active, no automatic
+        /// fallback, and with a soak of a minute or more, past their trial); otherwise roll
+        /// the canaries back and stop. Resumes from --state when run again.
+        #[arg(long, value_name = "N")]
+        canary: Option<usize>,
+        /// How long the canaries must stay healthy: 30m, 90s, 2h.
+        #[arg(long, requires = "canary", value_parser = fleet::service::parse_every, default_value = "10m")]
+        soak: std::time::Duration,
+        /// The rollout's state file (default: rollout.json beside the fleet file).
+        #[arg(long, requires = "canary")]
+        state: Option<PathBuf>,
     },
     /// Switch every selected board back to its previous bundle.
     Rollback {
@@ -745,6 +757,38 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
             fleet: args,
             bundle,
             restart,
+            canary: Some(canaries),
+            soak,
+            state,
+        } => {
+            let state = state.unwrap_or_else(|| {
+                args.fleet
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("rollout.json")
+            });
+            rollout(
+                &args,
+                fleet::rollout::RolloutOptions {
+                    bundle,
+                    canaries,
+                    soak,
+                    poll: (soak / 10).clamp(
+                        std::time::Duration::from_millis(200),
+                        std::time::Duration::from_secs(30),
+                    ),
+                    jobs: args.jobs,
+                    restart,
+                    state,
+                },
+            )
+        }
+        FleetCommand::Flash {
+            fleet: args,
+            bundle,
+            restart,
+            canary: None,
+            ..
         } => {
             let inventory = fleet::Inventory::load(&args.fleet)?;
             fleet::check_shared_bundle(&inventory.select(&args.tags)?)?;
@@ -803,6 +847,68 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
                 ]
             },
         ),
+    }
+}
+
+fn rollout(args: &FleetArgs, options: fleet::rollout::RolloutOptions) -> anyhow::Result<()> {
+    use fleet::rollout::Phase;
+    let inventory = fleet::Inventory::load(&args.fleet)?;
+    let boards = inventory.select(&args.tags)?;
+    fleet::check_shared_bundle(&boards)?;
+    let stop = edge::pipeline::stop_on_signals().map_err(tools::Error::from)?;
+    let mut last = None;
+    let state = fleet::rollout::run(&inventory, &boards, &options, &stop, &mut |state| {
+        let phase = match &state.phase {
+            Phase::Canaries => format!("flashing canaries {}", state.canaries.join(", ")),
+            Phase::Soak { .. } => format!("soaking for {} s", options.soak.as_secs()),
+            Phase::Promote => format!("promoting to {} board(s)", state.rest.len()),
+            other => format!("{other:?}"),
+        };
+        if last.as_ref() != Some(&phase) {
+            println!("{phase}");
+            last = Some(phase);
+        }
+    })?;
+    let rows: Vec<Vec<String>> = state
+        .canaries
+        .iter()
+        .map(|n| (n, "canary"))
+        .chain(state.rest.iter().map(|n| (n, "rest")))
+        .map(|(name, role)| {
+            let p = state.boards.get(name).cloned().unwrap_or_default();
+            vec![
+                name.clone(),
+                role.into(),
+                if p.flashed { "yes" } else { "no" }.into(),
+                if p.rolled_back { "yes" } else { "no" }.into(),
+                p.problem.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        fleet::table(
+            &["board", "role", "flashed", "rolled back", "problem"],
+            &rows
+        )
+    );
+    println!("state: {}", options.state.display());
+    match state.phase {
+        Phase::Done if state.boards.values().all(|p| p.problem.is_none()) => Ok(()),
+        Phase::Done => Err(tools::Error::FleetPartial {
+            failed: state
+                .boards
+                .values()
+                .filter(|p| p.problem.is_some())
+                .count(),
+            total: state.boards.len(),
+        }
+        .into()),
+        Phase::Stopped { reason } => Err(tools::Error::RolloutStopped { reason }.into()),
+        _ => Err(tools::Error::Interrupted(
+            "the rollout was interrupted; run the same command again to resume it".into(),
+        )
+        .into()),
     }
 }
 

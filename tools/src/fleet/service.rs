@@ -199,7 +199,7 @@ pub fn parse_every(text: &str) -> std::result::Result<Duration, String> {
 }
 
 /// Sleeps until `when` or until `stop` is raised, whichever comes first.
-fn sleep_until(when: Instant, stop: &AtomicBool) {
+pub(super) fn sleep_until(when: Instant, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         if now >= when {
