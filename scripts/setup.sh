@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need beyond the Rust toolchain, and only what is
 # missing: Debian packages (libclang for v4l's bindgen, the aarch64 cross toolchain and
-# qemu-user for the board build, OpenSSH for the flash/collect tests, OpenCV's face cascades),
+# qemu-user for the board build, OpenSSH for the flash/collect tests, OpenCV's face cascades,
+# chromium for the fleet report's headless-browser test),
 # rustup targets (aarch64 board, a no_std microcontroller) and Python packages for the
 # reference checks (onnx, onnxruntime, numpy). Safe to run again.
 set -euo pipefail
 
 debs=(libclang-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user openssh-server
-      openssh-client opencv-data fonts-dejavu-core)
+      openssh-client opencv-data fonts-dejavu-core chromium)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -479,3 +479,161 @@ fn terminate(pid: u32) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Chromium from Debian (`scripts/setup.sh` installs it), or `None` with a note; CI
+/// (`FER_REQUIRE_SHARED=1`) makes a missing one a failure.
+fn chromium() -> Option<String> {
+    for name in ["chromium", "chromium-browser"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if found {
+            return Some(name.to_string());
+        }
+    }
+    assert!(
+        !testdata::required(),
+        "chromium is missing: run scripts/setup.sh (Debian's chromium)"
+    );
+    eprintln!("skipping: chromium is missing (Debian: chromium)");
+    None
+}
+
+#[test]
+fn the_fleet_report_loads_in_a_real_browser_with_every_plot() {
+    use edge::fieldlog::FieldLog;
+    use firmware_config::Sha256Digest;
+    use firmware_config::config::FieldLogConfig;
+    use firmware_config::preprocess::{FaceBox, ImageBuf, PixelFormat};
+    use firmware_config::record::FieldRecord;
+
+    let Some(browser) = chromium() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let mut text = String::new();
+    // Two boards, three days, two model versions, a class mix that differs per board.
+    for b in 0..2u64 {
+        let log = t.join(format!("log-{b}"));
+        let mut config = FieldLogConfig::default();
+        config.directory = s(&log).to_string();
+        config.max_records_per_minute = 0;
+        config.dedup_window_ms = 0;
+        let mut writer = FieldLog::open(&config, &format!("cam-{b}")).unwrap();
+        for i in 0..60u64 {
+            let top = ((i + b * 3) % 5) as usize;
+            let mut probabilities = vec![0.1f32; 5];
+            probabilities[top] = 0.6;
+            writer
+                .log(&FieldRecord {
+                    timestamp_ms: 1_764_000_000_000 + i * 4_000_000,
+                    device_id: format!("cam-{b}"),
+                    model_sha256: Sha256Digest([if i < 30 { 1 } else { 2 }; 32]),
+                    frame_seq: i,
+                    track_id: i as u32,
+                    face: FaceBox {
+                        x: 1.0,
+                        y: 1.0,
+                        width: 8.0,
+                        height: 8.0,
+                    },
+                    probabilities,
+                    crop: ImageBuf::new(2, 2, PixelFormat::Gray8, vec![i as u8; 4]).unwrap(),
+                    frame: None,
+                })
+                .unwrap();
+        }
+        writer.close().unwrap();
+        text.push_str(&format!(
+            "[[board]]\nname = \"cam-{b}\"\naddress = \"dir:{}\"\nlog_dir = {:?}\n",
+            s(&t.join(format!("board-{b}"))),
+            s(&log)
+        ));
+    }
+    let fleet = t.join("fleet.toml");
+    std::fs::write(&fleet, text).unwrap();
+    let field = t.join("field");
+    tests::expect_success(fer(&[
+        "fleet",
+        "collect",
+        "--fleet",
+        s(&fleet),
+        "--into",
+        s(&field),
+        "--every",
+        "1s",
+        "--cycles",
+        "1",
+    ]));
+    let out_dir = t.join("report");
+    let out = tests::expect_success(fer(&[
+        "fleet",
+        "report",
+        "--field",
+        s(&field),
+        "--out",
+        s(&out_dir),
+    ]));
+    let page = out_dir.join("index.html");
+    assert!(out.contains(s(&page)), "{out}");
+
+    let url = format!("file://{}", s(&page));
+    let headless = |extra: &[&str]| {
+        std::process::Command::new(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--virtual-time-budget=10000",
+            ])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let dom = headless(&["--dump-dom"]);
+    let html = String::from_utf8_lossy(&dom.stdout);
+    let log = String::from_utf8_lossy(&dom.stderr);
+    assert!(
+        html.contains("data-images=\"ok\""),
+        "not every plot loaded:\n{html}\n{log}"
+    );
+    assert!(html.contains("cam-0") && html.contains("cam-1"), "{html}");
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("Failed to load"))
+        .collect();
+    assert!(console_errors.is_empty(), "{console_errors:#?}");
+
+    let shot = t.join("report.png");
+    let screenshot = headless(&[
+        &format!("--screenshot={}", s(&shot)),
+        "--window-size=1280,2400",
+    ]);
+    assert!(
+        shot.is_file(),
+        "{}",
+        String::from_utf8_lossy(&screenshot.stderr)
+    );
+    // FER_KEEP_SCREENSHOT=path keeps the screenshot for a person to look at.
+    if let Some(keep) = std::env::var_os("FER_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    let image = image::open(&shot).unwrap().to_rgb8();
+    assert_eq!(image.dimensions(), (1280, 2400));
+    // The plots' colours are on the page, not only white and text grey.
+    let coloured = image
+        .pixels()
+        .filter(|p| {
+            let [r, g, b] = p.0;
+            r.max(g).max(b) - r.min(g).min(b) > 80
+        })
+        .count();
+    assert!(
+        coloured > 2000,
+        "{coloured} coloured pixels: are the plots drawn?"
+    );
+}

@@ -21,7 +21,8 @@
 //! ```
 //!
 //! [`service`] runs collect every few minutes as a service; [`rollout`] flashes canaries first
-//! and promotes a bundle only while they stay healthy.
+//! and promotes a bundle only while they stay healthy; [`report`] draws the page a person
+//! looks at to decide when to retrain.
 //!
 //! [`Inventory::load`] refuses duplicate names, bad addresses, unknown keys and overrides that
 //! do not make a valid device config, naming the board. [`for_each`] runs an operation on
@@ -500,6 +501,7 @@ pub fn report<T>(
     (table(&full, &rows), error)
 }
 
+pub mod report;
 pub mod rollout;
 pub mod service;
 #[cfg(test)]

@@ -268,6 +268,21 @@ enum FleetCommand {
         #[arg(long, requires = "canary")]
         state: Option<PathBuf>,
     },
+    /// Write a static HTML page with PNG plots from what `fer fleet collect` gathered: logged
+    /// faces per day, low-confidence faces per hour by model, the class mix per board,
+    /// data waiting on each board, and a table (records, last record, last collect,
+    /// failures). Open OUT/index.html in a browser.
+    Report {
+        /// The folder `fer fleet collect --into` wrote.
+        #[arg(long)]
+        field: PathBuf,
+        /// Where the page and its plots go.
+        #[arg(long)]
+        out: PathBuf,
+        /// A model manifest whose class names label the class mix (default: class 0, 1, ...).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
     /// Switch every selected board back to its previous bundle.
     Rollback {
         #[command(flatten)]
@@ -799,6 +814,23 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
                 |_, board| fleet::flash(board, &bundle, restart.as_deref()),
                 |f| switched_cells(f, &short),
             )
+        }
+        FleetCommand::Report {
+            field,
+            out,
+            manifest,
+        } => {
+            let classes = match manifest {
+                Some(path) => {
+                    edge::classify::read_manifest(&path)
+                        .map_err(tools::Error::from)?
+                        .class_names
+                }
+                None => Vec::new(),
+            };
+            let page = fleet::report::write(&field, &out, &classes)?;
+            println!("report: {}", page.display());
+            Ok(())
         }
         FleetCommand::Rollback {
             fleet: args,

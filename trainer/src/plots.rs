@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
+pub use plotters::style::RGBColor;
 
 use crate::error::{Error, Result};
 use crate::train::metrics::{EvalMetrics, StepMetrics, read_metrics};
@@ -49,7 +50,8 @@ fn font_available() -> bool {
     })
 }
 
-pub(crate) fn class_colour(k: usize) -> RGBColor {
+/// The `k`-th colour of the plots' palette (cycles after ten).
+pub fn class_colour(k: usize) -> RGBColor {
     const COLOURS: [RGBColor; 10] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
@@ -73,13 +75,42 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// One line series.
-pub(crate) struct Series {
-    pub(crate) label: String,
-    pub(crate) colour: RGBColor,
-    pub(crate) points: Vec<(f64, f64)>,
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Its legend entry.
+    pub label: String,
+    /// Its colour ([`class_colour`]).
+    pub colour: RGBColor,
+    /// `(x, y)` points in order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Title and axes of a chart.
+#[derive(Debug, Clone, Copy)]
+pub struct Chart<'a> {
+    /// Drawn above the chart.
+    pub title: &'a str,
+    /// The x axis.
+    pub x_label: &'a str,
+    /// The y axis.
+    pub y_label: &'a str,
+    /// The top of the y axis (the bottom is 0).
+    pub y_max: f64,
 }
 
 pub(crate) fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()> {
+    let chart = Chart {
+        title,
+        x_label: "step",
+        y_label,
+        y_max: 1.0,
+    };
+    lines(path, &chart, series)
+}
+
+/// A line chart as a 900x560 PNG at `path`; the x axis runs from 0 to the largest x.
+pub fn lines(path: &Path, spec: &Chart<'_>, series: &[Series]) -> Result<()> {
+    let (title, x_label, y_label) = (spec.title, spec.x_label, spec.y_label);
     let text = font_available();
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
@@ -96,11 +127,11 @@ pub(crate) fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Seri
             .y_label_area_size(55);
     }
     let mut chart = builder
-        .build_cartesian_2d(0.0..x_max, 0.0..1.0)
+        .build_cartesian_2d(0.0..x_max, 0.0..spec.y_max.max(f64::MIN_POSITIVE))
         .map_err(|e| plot_err(path, e))?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("step").y_desc(y_label);
+        mesh.x_desc(x_label).y_desc(y_label);
     } else {
         mesh.x_labels(0).y_labels(0);
     }
@@ -116,6 +147,69 @@ pub(crate) fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Seri
         if text {
             drawn.label(s.label.clone()).legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3))
+            });
+        }
+    }
+    if text && !series.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}
+
+/// Grouped bars as a 900x560 PNG at `path`: one group per category, one bar per series in it
+/// (`Series::points` holds `(category index, value)`).
+pub fn bars(path: &Path, spec: &Chart<'_>, categories: &[String], series: &[Series]) -> Result<()> {
+    let text = font_available();
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let n = categories.len().max(1);
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(15);
+    if text {
+        builder
+            .caption(spec.title, ("sans-serif", 22))
+            .x_label_area_size(40)
+            .y_label_area_size(55);
+    }
+    let mut chart = builder
+        .build_cartesian_2d(0.0..n as f64, 0.0..spec.y_max.max(f64::MIN_POSITIVE))
+        .map_err(|e| plot_err(path, e))?;
+    let mut mesh = chart.configure_mesh();
+    let name = |x: &f64| {
+        let k = x.floor() as usize;
+        if (x - x.floor() - 0.5).abs() < 1e-6 && k < categories.len() {
+            categories[k].clone()
+        } else {
+            String::new()
+        }
+    };
+    if text {
+        mesh.disable_x_mesh()
+            .x_desc(spec.x_label)
+            .y_desc(spec.y_label)
+            .x_labels(2 * n + 1)
+            .x_label_formatter(&name);
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw().map_err(|e| plot_err(path, e))?;
+    let width = 0.8 / series.len().max(1) as f64;
+    for (j, s) in series.iter().enumerate() {
+        let colour = s.colour;
+        let drawn = chart
+            .draw_series(s.points.iter().map(|&(k, v)| {
+                let x0 = k + 0.1 + j as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width, v)], colour.filled())
+            }))
+            .map_err(|e| plot_err(path, e))?;
+        if text {
+            drawn.label(s.label.clone()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled())
             });
         }
     }

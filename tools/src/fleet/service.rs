@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{BoardEntry, Inventory, collect_into, diagnose, for_each};
 use crate::error::Result;
@@ -35,7 +35,7 @@ pub struct ServiceOptions {
 }
 
 /// One board's standing in the service.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BoardState {
     /// The board's name.
     pub name: String,
