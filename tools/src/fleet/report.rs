@@ -108,7 +108,7 @@ pub fn read_field(field: &Path) -> Result<Vec<BoardSummary>> {
     boards.sort_by(|a, b| a.name.cmp(&b.name));
     if let Ok(bytes) = std::fs::read(state_path(field)) {
         let states: Vec<BoardState> = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::file(&state_path(field), format!("not a service state: {e}")))?;
+            .map_err(|e| Error::file(state_path(field), format!("not a service state: {e}")))?;
         for board in &mut boards {
             board.state = states.iter().find(|s| s.name == board.name).cloned();
         }
