@@ -323,6 +323,24 @@ pub fn diagnose(error: &Error) -> String {
         "unreachable: no answer".into()
     } else if first("Permission denied") {
         "login refused (key or user)".into()
+    } else if let Error::Command {
+        command,
+        stderr,
+        status,
+        ..
+    } = error
+    {
+        // The command line is long and the same for every board: the reason is in stderr.
+        let program = command.split_whitespace().next().unwrap_or("command");
+        let reason = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or(status);
+        format!(
+            "{program}: {}",
+            reason.chars().take(160).collect::<String>()
+        )
     } else {
         text.lines()
             .next()

@@ -153,6 +153,12 @@ fn failures_are_diagnosed_in_words() {
         ))
         .contains("changed")
     );
+    let full_disk = ssh("scp: Connection closed\nscp: dest open \"/x\": No space left on device");
+    assert_eq!(
+        diagnose(&full_disk),
+        "ssh: scp: dest open \"/x\": No space left on device",
+        "the reason, not the long command line"
+    );
 }
 
 /// Writes `count` sealed records into a board's field log at `dir`.
