@@ -12,6 +12,88 @@ fn s(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
+/// Logs `count` faces with the board's field-log writer into `log` as board `device`;
+/// `face(i)` gives the i-th record's time (ms), model (one byte of its hash) and top class of
+/// five.
+fn log_faces(log: &Path, device: &str, count: u64, face: impl Fn(u64) -> (u64, u8, usize)) {
+    use edge::fieldlog::FieldLog;
+    use firmware_config::Sha256Digest;
+    use firmware_config::config::FieldLogConfig;
+    use firmware_config::preprocess::{FaceBox, ImageBuf, PixelFormat};
+    use firmware_config::record::FieldRecord;
+
+    let mut config = FieldLogConfig::default();
+    config.directory = s(log).to_string();
+    config.max_records_per_minute = 0;
+    config.dedup_window_ms = 0;
+    let mut writer = FieldLog::open(&config, device).unwrap();
+    for i in 0..count {
+        let (timestamp_ms, model, top) = face(i);
+        let mut probabilities = vec![0.1f32; 5];
+        probabilities[top] = 0.6;
+        writer
+            .log(&FieldRecord {
+                timestamp_ms,
+                device_id: device.into(),
+                model_sha256: Sha256Digest([model; 32]),
+                frame_seq: i,
+                track_id: i as u32,
+                face: FaceBox {
+                    x: 1.0,
+                    y: 1.0,
+                    width: 8.0,
+                    height: 8.0,
+                },
+                probabilities,
+                crop: ImageBuf::new(2, 2, PixelFormat::Gray8, vec![i as u8; 4]).unwrap(),
+                frame: None,
+            })
+            .unwrap();
+    }
+    writer.close().unwrap();
+}
+
+/// `count` signed peer bundles (versions 1, 2, ...) for a detector-less board config, all
+/// signed by one key made in `t`.
+struct Bundles {
+    public: firmware_config::PublicKey,
+    dirs: Vec<std::path::PathBuf>,
+    ids: Vec<String>,
+}
+
+fn signed_bundles(t: &Path, count: u64) -> Option<Bundles> {
+    let model = testdata::peer_model()?;
+    let detector = testdata::shared_path("models/ultraface/version-RFB-320_simplified.onnx")?;
+    let key = t.join("fleet.key");
+    let public = tools::keys::generate(&key, false).unwrap().public_key;
+    let config = t.join("board.toml");
+    std::fs::write(&config, "[device]\nid = \"fleet-board\"\n").unwrap();
+    let (mut dirs, mut ids) = (Vec::new(), Vec::new());
+    for i in 1..=count {
+        let export = t.join(format!("export-{i}"));
+        tests::peer_export(&export, &model, &format!("run-{i}"), false);
+        let out_dir = t.join(format!("bundle-{i}"));
+        tests::expect_success(fer(&[
+            "bundle",
+            "--model",
+            s(&export),
+            "--config",
+            s(&config),
+            "--detector",
+            s(&detector),
+            "--key",
+            s(&key),
+            "--out",
+            s(&out_dir),
+            "--version",
+            &i.to_string(),
+        ]));
+        ids.push(edge::bundle::verify_dir(&out_dir, &public).unwrap().id);
+        dirs.push(out_dir);
+    }
+    Some(Bundles { public, dirs, ids })
+}
+
 #[test]
 fn a_board_that_is_down_fails_alone_and_sets_the_exit_code() {
     let Some(sshd) = Sshd::start() else { return };
@@ -85,40 +167,13 @@ fn a_board_that_is_down_fails_alone_and_sets_the_exit_code() {
 
 #[test]
 fn the_collect_service_runs_its_cycles_and_keeps_the_boards_states() {
-    use edge::fieldlog::FieldLog;
-    use firmware_config::Sha256Digest;
-    use firmware_config::config::FieldLogConfig;
-    use firmware_config::preprocess::{FaceBox, ImageBuf, PixelFormat};
-    use firmware_config::record::FieldRecord;
-
     let tmp = tempfile::tempdir().unwrap();
     let mut text = String::new();
     for i in 0..2 {
         let log = tmp.path().join(format!("log-{i}"));
-        let mut config = FieldLogConfig::default();
-        config.directory = s(&log).to_string();
-        let mut writer = FieldLog::open(&config, &format!("cam-{i}")).unwrap();
-        for seq in 0..4u64 {
-            writer
-                .log(&FieldRecord {
-                    timestamp_ms: 1_700_000_000_000 + seq * 1000,
-                    device_id: format!("cam-{i}"),
-                    model_sha256: Sha256Digest([2; 32]),
-                    frame_seq: seq,
-                    track_id: seq as u32,
-                    face: FaceBox {
-                        x: 1.0,
-                        y: 1.0,
-                        width: 8.0,
-                        height: 8.0,
-                    },
-                    probabilities: vec![0.6, 0.4],
-                    crop: ImageBuf::new(2, 2, PixelFormat::Gray8, vec![seq as u8; 4]).unwrap(),
-                    frame: None,
-                })
-                .unwrap();
-        }
-        writer.close().unwrap();
+        log_faces(&log, &format!("cam-{i}"), 4, |seq| {
+            (1_700_000_000_000 + seq * 1000, 2, 0)
+        });
         text.push_str(&format!(
             "[[board]]\nname = \"cam-{i}\"\naddress = \"dir:{}\"\nlog_dir = {:?}\n",
             s(&tmp.path().join(format!("board-{i}"))),
@@ -169,40 +224,16 @@ fn the_collect_service_runs_its_cycles_and_keeps_the_boards_states() {
 #[test]
 fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down() {
     let Some(sshd) = Sshd::start() else { return };
-    let (Some(model), Some(detector)) = (
-        testdata::peer_model(),
-        testdata::shared_path("models/ultraface/version-RFB-320_simplified.onnx"),
-    ) else {
-        return;
-    };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let key = t.join("fleet.key");
-    let public = tools::keys::generate(&key, false).unwrap().public_key;
-    let config = t.join("board.toml");
-    std::fs::write(&config, "[device]\nid = \"fleet-board\"\n").unwrap();
-    let mut bundles = Vec::new();
-    for i in 1..=2 {
-        let export = t.join(format!("export-{i}"));
-        tests::peer_export(&export, &model, &format!("run-{i}"), false);
-        let out_dir = t.join(format!("bundle-{i}"));
-        tests::expect_success(fer(&[
-            "bundle",
-            "--model",
-            s(&export),
-            "--config",
-            s(&config),
-            "--detector",
-            s(&detector),
-            "--key",
-            s(&key),
-            "--out",
-            s(&out_dir),
-            "--version",
-            &i.to_string(),
-        ]));
-        bundles.push(out_dir);
-    }
+    let Some(Bundles {
+        public,
+        dirs: bundles,
+        ids,
+    }) = signed_bundles(t, 2)
+    else {
+        return;
+    };
     let agent = tests::program("fer-edge");
     let options: Vec<String> = sshd
         .fer_options()
@@ -227,10 +258,7 @@ fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down()
     text.push_str("\n[[board]]\nname = \"cam-down\"\naddress = \"ssh://127.0.0.1:1/srv/fer\"\n");
     let fleet = t.join("fleet.toml");
     std::fs::write(&fleet, &text).unwrap();
-    let active = |root: &Path| edge::bundle::open_for_run(root).unwrap().id;
-    let id = |bundle: &Path| edge::bundle::verify_dir(bundle, &public).unwrap().id;
-
-    for bundle in &bundles {
+    for (bundle, id) in bundles.iter().zip(&ids) {
         let out = fer(&[
             "fleet",
             "flash",
@@ -253,7 +281,7 @@ fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down()
             "{stdout}"
         );
         for root in &roots {
-            assert_eq!(active(root), id(bundle));
+            assert_eq!(&active(root), id);
         }
     }
     let out = fer(&["fleet", "rollback", "--fleet", s(&fleet), "--jobs", "3"]);
@@ -264,7 +292,7 @@ fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down()
         "{stdout}"
     );
     for root in &roots {
-        assert_eq!(active(root), id(&bundles[0]), "{stdout}");
+        assert_eq!(active(root), ids[0], "{stdout}");
     }
 
     // A board with config overrides does not take a shared bundle.
@@ -285,7 +313,7 @@ fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down()
         "{stderr}"
     );
     for root in &roots {
-        assert_eq!(active(root), id(&bundles[0]), "nothing was flashed");
+        assert_eq!(active(root), ids[0], "nothing was flashed");
     }
 }
 
@@ -301,38 +329,13 @@ struct Rollout {
 }
 
 fn rollout_fixture(boards: usize) -> Option<Rollout> {
-    let model = testdata::peer_model()?;
-    let detector = testdata::shared_path("models/ultraface/version-RFB-320_simplified.onnx")?;
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let key = t.join("fleet.key");
-    let public = tools::keys::generate(&key, false).unwrap().public_key;
-    let config = t.join("board.toml");
-    std::fs::write(&config, "[device]\nid = \"fleet-board\"\n").unwrap();
-    let mut bundles = Vec::new();
-    let mut ids = Vec::new();
-    for i in 1..=3 {
-        let export = t.join(format!("export-{i}"));
-        tests::peer_export(&export, &model, &format!("run-{i}"), false);
-        let out_dir = t.join(format!("bundle-{i}"));
-        tests::expect_success(fer(&[
-            "bundle",
-            "--model",
-            s(&export),
-            "--config",
-            s(&config),
-            "--detector",
-            s(&detector),
-            "--key",
-            s(&key),
-            "--out",
-            s(&out_dir),
-            "--version",
-            &i.to_string(),
-        ]));
-        ids.push(edge::bundle::verify_dir(&out_dir, &public).unwrap().id);
-        bundles.push(out_dir);
-    }
+    let Bundles {
+        public,
+        dirs: bundles,
+        ids,
+    } = signed_bundles(t, 3)?;
     let mut text = String::new();
     let mut roots = Vec::new();
     for i in 0..boards {
@@ -502,12 +505,6 @@ fn chromium() -> Option<String> {
 
 #[test]
 fn the_fleet_report_loads_in_a_real_browser_with_every_plot() {
-    use edge::fieldlog::FieldLog;
-    use firmware_config::Sha256Digest;
-    use firmware_config::config::FieldLogConfig;
-    use firmware_config::preprocess::{FaceBox, ImageBuf, PixelFormat};
-    use firmware_config::record::FieldRecord;
-
     let Some(browser) = chromium() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
@@ -515,35 +512,14 @@ fn the_fleet_report_loads_in_a_real_browser_with_every_plot() {
     // Two boards, three days, two model versions, a class mix that differs per board.
     for b in 0..2u64 {
         let log = t.join(format!("log-{b}"));
-        let mut config = FieldLogConfig::default();
-        config.directory = s(&log).to_string();
-        config.max_records_per_minute = 0;
-        config.dedup_window_ms = 0;
-        let mut writer = FieldLog::open(&config, &format!("cam-{b}")).unwrap();
-        for i in 0..60u64 {
-            let top = ((i + b * 3) % 5) as usize;
-            let mut probabilities = vec![0.1f32; 5];
-            probabilities[top] = 0.6;
-            writer
-                .log(&FieldRecord {
-                    timestamp_ms: 1_764_000_000_000 + i * 4_000_000,
-                    device_id: format!("cam-{b}"),
-                    model_sha256: Sha256Digest([if i < 30 { 1 } else { 2 }; 32]),
-                    frame_seq: i,
-                    track_id: i as u32,
-                    face: FaceBox {
-                        x: 1.0,
-                        y: 1.0,
-                        width: 8.0,
-                        height: 8.0,
-                    },
-                    probabilities,
-                    crop: ImageBuf::new(2, 2, PixelFormat::Gray8, vec![i as u8; 4]).unwrap(),
-                    frame: None,
-                })
-                .unwrap();
-        }
-        writer.close().unwrap();
+        log_faces(&log, &format!("cam-{b}"), 60, |i| {
+            let model = if i < 30 { 1 } else { 2 };
+            (
+                1_764_000_000_000 + i * 4_000_000,
+                model,
+                ((i + b * 3) % 5) as usize,
+            )
+        });
         text.push_str(&format!(
             "[[board]]\nname = \"cam-{b}\"\naddress = \"dir:{}\"\nlog_dir = {:?}\n",
             s(&t.join(format!("board-{b}"))),
