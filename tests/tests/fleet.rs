@@ -53,6 +53,41 @@ fn log_faces(log: &Path, device: &str, count: u64, face: impl Fn(u64) -> (u64, u
     writer.close().unwrap();
 }
 
+/// The text of a fleet file for three board roots in `dir` behind `sshd` (cam-0, cam-1, cam-2,
+/// tag "up", each trusting `public`) and one board that is down (cam-down, tag "down": nothing
+/// listens on port 1), with the roots.
+fn ssh_fleet(
+    sshd: &Sshd,
+    dir: &Path,
+    public: &firmware_config::PublicKey,
+) -> (String, Vec<std::path::PathBuf>) {
+    let agent = tests::program("fer-edge");
+    let options: Vec<String> = sshd
+        .fer_options()
+        .iter()
+        .map(|o| format!("{o:?}"))
+        .collect();
+    let mut text = format!(
+        "[defaults]\nssh_options = [{}, \"ConnectTimeout=5\"]\nagent = {:?}\n",
+        options.join(", "),
+        s(&agent)
+    );
+    let mut roots = Vec::new();
+    for i in 0..3 {
+        let root = dir.join(format!("board-{i}"));
+        BoardRoot::init(&root, public).unwrap();
+        text.push_str(&format!(
+            "\n[[board]]\nname = \"cam-{i}\"\naddress = {:?}\ntags = [\"up\"]\n",
+            sshd.address(&root)
+        ));
+        roots.push(root);
+    }
+    text.push_str(
+        "\n[[board]]\nname = \"cam-down\"\naddress = \"ssh://127.0.0.1:1/srv/fer\"\ntags = [\"down\"]\n",
+    );
+    (text, roots)
+}
+
 /// `count` signed peer bundles (versions 1, 2, ...) for a detector-less board config, all
 /// signed by one key made in `t`.
 struct Bundles {
@@ -100,27 +135,7 @@ fn a_board_that_is_down_fails_alone_and_sets_the_exit_code() {
     let tmp = tempfile::tempdir().unwrap();
     let key = tmp.path().join("fleet.key");
     let public = tools::keys::generate(&key, false).unwrap().public_key;
-    let agent = tests::program("fer-edge");
-    let options: Vec<String> = sshd
-        .fer_options()
-        .into_iter()
-        .map(|o| format!("{o:?}"))
-        .collect();
-    let mut text = format!(
-        "[defaults]\nssh_options = [{}, \"ConnectTimeout=5\"]\nagent = {:?}\n",
-        options.join(", "),
-        s(&agent)
-    );
-    for i in 0..3 {
-        let root = tmp.path().join(format!("board-{i}"));
-        BoardRoot::init(&root, &public).unwrap();
-        text.push_str(&format!(
-            "\n[[board]]\nname = \"cam-{i}\"\naddress = {:?}\ntags = [\"up\"]\n",
-            sshd.address(&root)
-        ));
-    }
-    // Nothing listens on port 1: connection refused.
-    text.push_str("\n[[board]]\nname = \"cam-down\"\naddress = \"ssh://127.0.0.1:1/srv/fer\"\ntags = [\"down\"]\n");
+    let (text, _) = ssh_fleet(&sshd, tmp.path(), &public);
     let fleet = tmp.path().join("fleet.toml");
     std::fs::write(&fleet, text).unwrap();
 
@@ -234,28 +249,7 @@ fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down()
     else {
         return;
     };
-    let agent = tests::program("fer-edge");
-    let options: Vec<String> = sshd
-        .fer_options()
-        .iter()
-        .map(|o| format!("{o:?}"))
-        .collect();
-    let mut text = format!(
-        "[defaults]\nssh_options = [{}]\nagent = {:?}\n",
-        options.join(", "),
-        s(&agent)
-    );
-    let mut roots = Vec::new();
-    for i in 0..3 {
-        let root = t.join(format!("board-{i}"));
-        BoardRoot::init(&root, &public).unwrap();
-        text.push_str(&format!(
-            "\n[[board]]\nname = \"cam-{i}\"\naddress = {:?}\n",
-            sshd.address(&root)
-        ));
-        roots.push(root);
-    }
-    text.push_str("\n[[board]]\nname = \"cam-down\"\naddress = \"ssh://127.0.0.1:1/srv/fer\"\n");
+    let (mut text, roots) = ssh_fleet(&sshd, t, &public);
     let fleet = t.join("fleet.toml");
     std::fs::write(&fleet, &text).unwrap();
     for (bundle, id) in bundles.iter().zip(&ids) {
