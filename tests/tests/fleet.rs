@@ -309,6 +309,21 @@ fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down()
     for root in &roots {
         assert_eq!(active(root), ids[0], "nothing was flashed");
     }
+    // ... it gets its own config, the fleet's with its overrides, to bundle.
+    let base = t.join("board.toml");
+    let out = tests::expect_success(fer(&[
+        "fleet",
+        "config",
+        "--fleet",
+        s(&fleet),
+        "--board",
+        "cam-down",
+        "--base",
+        s(&base),
+    ]));
+    let merged: firmware_config::config::DeviceConfig = toml::from_str(&out).unwrap();
+    assert_eq!(merged.detector.interval, 2);
+    assert_eq!(merged.device.id, "fleet-board");
 }
 
 /// Three signed peer bundles (versions 1, 2, 3) and `boards` board folders trusting their key,

@@ -283,6 +283,23 @@ enum FleetCommand {
         #[arg(long)]
         manifest: Option<PathBuf>,
     },
+    /// Print (or write with --out) one board's device config: BASE with the board's
+    /// `[board.config]` overrides from the inventory, validated. Bundle it with `fer bundle
+    /// --config` for that board.
+    Config {
+        /// The inventory.
+        #[arg(long, default_value = "fleet.toml")]
+        fleet: PathBuf,
+        /// The board's name in the inventory.
+        #[arg(long)]
+        board: String,
+        /// The fleet's device config (TOML or the flashing format).
+        #[arg(long)]
+        base: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Switch every selected board back to its previous bundle.
     Rollback {
         #[command(flatten)]
@@ -814,6 +831,32 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
                 |_, board| fleet::flash(board, &bundle, restart.as_deref()),
                 |f| switched_cells(f, &short),
             )
+        }
+        FleetCommand::Config {
+            fleet,
+            board,
+            base,
+            out,
+        } => {
+            let inventory = fleet::Inventory::load(&fleet)?;
+            let entry = inventory
+                .boards
+                .iter()
+                .find(|b| b.name == board)
+                .ok_or_else(|| {
+                    tools::Error::invalid(
+                        "--board",
+                        format!("no board {board:?} in {}", fleet.display()),
+                    )
+                })?;
+            let merged = inventory.config_for(entry, &config::load_any(&base)?)?;
+            let text = config::to_toml(&merged)?;
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
         }
         FleetCommand::Report {
             field,
