@@ -98,6 +98,19 @@ pub struct Chart<'a> {
     pub y_max: f64,
 }
 
+/// The legend box of the series labelled so far.
+fn draw_legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    path: &Path,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| plot_err(path, e))
+}
+
 pub(crate) fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()> {
     let chart = Chart {
         title,
@@ -151,12 +164,7 @@ pub fn lines(path: &Path, spec: &Chart<'_>, series: &[Series]) -> Result<()> {
         }
     }
     if text && !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
+        draw_legend(&mut chart, path)?;
     }
     root.present().map_err(|e| plot_err(path, e))
 }
@@ -214,12 +222,7 @@ pub fn bars(path: &Path, spec: &Chart<'_>, categories: &[String], series: &[Seri
         }
     }
     if text && !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
+        draw_legend(&mut chart, path)?;
     }
     root.present().map_err(|e| plot_err(path, e))
 }
