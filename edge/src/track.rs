@@ -52,6 +52,29 @@ struct Track {
 }
 
 impl Track {
+    /// Blends `probs` into the smoothed probabilities with weight `a` (when they have the
+    /// same classes) and counts the frame.
+    fn smooth(&mut self, probs: &[f32], a: f32) {
+        if self.smoothed.len() == probs.len() {
+            for (s, p) in self.smoothed.iter_mut().zip(probs) {
+                *s = a * p + (1.0 - a) * *s;
+            }
+        }
+        self.age += 1;
+    }
+
+    /// Places the track at `face` in `frame_seq` and reports it.
+    fn show(&mut self, face: FaceBox, frame_seq: u64) -> TrackedFace {
+        self.face = face;
+        self.last_frame = frame_seq;
+        TrackedFace {
+            track_id: self.id,
+            face,
+            probabilities: self.smoothed.clone(),
+            age: self.age,
+        }
+    }
+
     /// Where the motion model puts the track in `frame_seq`.
     fn predict(&self, frame_seq: u64) -> FaceBox {
         let (face, at) = self.detected;
@@ -154,10 +177,7 @@ impl Tracker {
             let ti = match face_track[fi] {
                 Some(ti) if self.tracks[ti].smoothed.len() == probs.len() => {
                     let t = &mut self.tracks[ti];
-                    for (s, p) in t.smoothed.iter_mut().zip(probs) {
-                        *s = a * p + (1.0 - a) * *s;
-                    }
-                    t.age += 1;
+                    t.smooth(probs, a);
                     let (before, at) = t.detected;
                     let dt = frame_seq.saturating_sub(at).max(1) as f32;
                     let now = [
@@ -189,15 +209,8 @@ impl Tracker {
                 }
             };
             let t = &mut self.tracks[ti];
-            t.face = *face;
-            t.last_frame = frame_seq;
             t.detected = (*face, frame_seq);
-            out.push(TrackedFace {
-                track_id: t.id,
-                face: *face,
-                probabilities: t.smoothed.clone(),
-                age: t.age,
-            });
+            out.push(t.show(*face, frame_seq));
         }
         self.tracks
             .retain(|t| frame_seq.saturating_sub(t.last_frame) <= MAX_MISSED_FRAMES);
@@ -242,20 +255,8 @@ impl Tracker {
             let Some(t) = self.tracks.iter_mut().find(|t| t.id == c.track_id) else {
                 continue;
             };
-            if t.smoothed.len() == probs.len() {
-                for (s, p) in t.smoothed.iter_mut().zip(probs) {
-                    *s = a * p + (1.0 - a) * *s;
-                }
-            }
-            t.age += 1;
-            t.face = c.face;
-            t.last_frame = frame_seq;
-            out.push(TrackedFace {
-                track_id: t.id,
-                face: c.face,
-                probabilities: t.smoothed.clone(),
-                age: t.age,
-            });
+            t.smooth(probs, a);
+            out.push(t.show(c.face, frame_seq));
         }
         out
     }
