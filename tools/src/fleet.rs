@@ -431,17 +431,22 @@ pub struct Collected {
 }
 
 /// Collects one board into `root/<name>/` (a collect folder of its own, so boards never wait
-/// for each other's folder lock). Every record keeps the board's address and device id.
+/// for each other's folder lock). Every record keeps the board's address and device id. The
+/// field-log folder is `log_dir` if known, else the entry's `log_dir`, else the active
+/// config's.
 pub fn collect_into(
     root: &Path,
     entry: &BoardEntry,
     board: &Board,
+    log_dir: Option<&Path>,
     accept_damaged: bool,
 ) -> Result<Collected> {
     let into = root.join(&entry.name);
     let options = crate::collect::CollectOptions {
         accept_damaged,
-        log_dir: entry.log_dir.clone(),
+        log_dir: log_dir
+            .map(Path::to_path_buf)
+            .or_else(|| entry.log_dir.clone()),
         ..crate::collect::CollectOptions::default()
     };
     let report = crate::collect::collect(board, &into, &options, &mut |_| {

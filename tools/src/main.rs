@@ -911,7 +911,7 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
             &args,
             "collecting",
             &["new records", "known", "segments", "damaged", "folder"],
-            |entry, board| fleet::collect_into(&into, entry, board, accept_damaged),
+            |entry, board| fleet::collect_into(&into, entry, board, None, accept_damaged),
             |c| {
                 vec![
                     c.records_new.to_string(),

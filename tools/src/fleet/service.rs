@@ -7,6 +7,7 @@
 //! the cycles. Collect's own per-board lock keeps a service and a person's `fer collect` of the
 //! same board from running at once.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{BoardEntry, Inventory, collect_into, diagnose, for_each};
+use crate::board::Board;
 use crate::error::Result;
 
 /// The longest wait, in cycles, before a failing board is tried again.
@@ -76,22 +78,20 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Bytes of finished segments waiting on a board (0 when it cannot be listed: the collect
-/// that follows reports why).
-fn waiting_bytes(inventory: &Inventory, entry: &BoardEntry) -> u64 {
-    let Ok(board) = inventory.board(entry) else {
-        return 0;
-    };
-    let dir = match &entry.log_dir {
-        Some(dir) => dir.clone(),
-        None => match board.status().ok().and_then(|s| s.field_log_dir) {
-            Some(dir) => dir,
-            None => return 0,
-        },
-    };
-    board
-        .list_segment_sizes(&dir)
-        .map_or(0, |sizes| sizes.iter().map(|(_, size)| size).sum())
+/// A board's field-log folder and the bytes of finished segments waiting in it (0 when it
+/// cannot be listed: the collect that follows reports why). The folder is handed to that
+/// collect, so it does not ask the board for its status again.
+fn waiting(entry: &BoardEntry, board: &Board) -> (Option<PathBuf>, u64) {
+    let dir = entry
+        .log_dir
+        .clone()
+        .or_else(|| board.status().ok().and_then(|s| s.field_log_dir));
+    let bytes = dir.as_ref().map_or(0, |dir| {
+        board
+            .list_segment_sizes(dir)
+            .map_or(0, |sizes| sizes.iter().map(|(_, size)| size).sum())
+    });
+    (dir, bytes)
 }
 
 /// Runs the service over `boards` until `stop` is raised or `options.cycles` have run;
@@ -116,15 +116,20 @@ pub fn run(
         let mut due: Vec<usize> = (0..boards.len())
             .filter(|&i| states[i].due_cycle <= cycle)
             .collect();
-        let waiting = for_each(
+        let listed = for_each(
             inventory,
             &due.iter().map(|&i| boards[i]).collect::<Vec<_>>(),
             options.jobs,
-            |entry, _| Ok(waiting_bytes(inventory, entry)),
+            |entry, board| Ok(waiting(entry, board)),
             |_, _| {},
         );
-        for (&i, w) in due.iter().zip(&waiting) {
-            states[i].waiting_bytes = *w.result.as_ref().unwrap_or(&0);
+        let mut log_dirs: HashMap<String, PathBuf> = HashMap::new();
+        for (&i, listing) in due.iter().zip(listed) {
+            let (dir, bytes) = listing.result.unwrap_or((None, 0));
+            states[i].waiting_bytes = bytes;
+            if let Some(dir) = dir {
+                log_dirs.insert(listing.name, dir);
+            }
         }
         due.sort_by_key(|&i| std::cmp::Reverse(states[i].waiting_bytes));
         let order: Vec<&BoardEntry> = due.iter().map(|&i| boards[i]).collect();
@@ -132,7 +137,10 @@ pub fn run(
             inventory,
             &order,
             options.jobs,
-            |entry, board| collect_into(&options.into, entry, board, options.accept_damaged),
+            |entry, board| {
+                let dir = log_dirs.get(&entry.name).map(PathBuf::as_path);
+                collect_into(&options.into, entry, board, dir, options.accept_damaged)
+            },
             |_, _| {},
         );
         let mut report = CycleReport {
