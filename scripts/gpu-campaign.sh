@@ -19,6 +19,10 @@
 #   WORK        where the runs live (default: OUT_DIR/runs; checkpoints stay there)
 #   BACKEND     cuda (default), or flex/tch for a dry run of this script on a machine
 #               without a GPU (every run then shares the CPU)
+#   DEVICES     GPUs per run, data-parallel (`fer-train train --devices`, burn's collective
+#               all-reduce). Default: one per run while runs outnumber GPUs (then spreading
+#               the runs is faster than splitting them); with more GPUs than runs, each run
+#               gets GPUS / RUNS of them. Each run's global batch grows with its devices.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=fer2013-table.sh
@@ -59,7 +63,13 @@ nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,nohea
 count=$(wc -w <<< "$rows")
 cores=$(getconf _NPROCESSORS_ONLN)
 workers=$(( cores / count > 1 ? cores / count : 1 ))
-say "$count runs of $steps steps on $gpus GPU(s), $workers data thread(s) each, $cores cores"
+devices=${DEVICES:-$(( gpus / count > 1 ? gpus / count : 1 ))}
+if [[ $backend == cuda ]] && (( devices > gpus )); then
+    echo "error: DEVICES=$devices but only $gpus GPU(s) are present" >&2
+    exit 2
+fi
+say "$count runs of $steps steps on $gpus GPU(s), $devices GPU(s) per run," \
+    "$workers data thread(s) each, $cores cores"
 
 pids=()
 names=()
@@ -68,8 +78,11 @@ for name in $rows; do
     row=$(fer2013_row_flags "$name") || { echo "error: unknown row $name" >&2; exit 2; }
     run="$work/$name"
     mkdir -p "$run"
+    # Run k takes `devices` consecutive GPUs, wrapping around the machine's.
+    visible=$(seq -s, "$(( (k * devices) % gpus ))" "$(( (k * devices) % gpus + devices - 1 ))" \
+        | tr ',' '\n' | awk -v g="$gpus" '{ printf "%s%d", (NR > 1 ? "," : ""), $1 % g }')
     # shellcheck disable=SC2046,SC2086 # the flags are words on purpose
-    CUDA_VISIBLE_DEVICES=$(( k % gpus )) "$fer_train" train --run "$run" \
+    CUDA_VISIBLE_DEVICES=$visible "$fer_train" train --run "$run" --devices "$devices" \
         $(fer2013_common_flags "$data" "$steps") $row \
         --eval-every "${EVAL_EVERY:-$(( steps / 20 > 0 ? steps / 20 : 1 ))}" --checkpoint-every 0 \
         --workers "$workers" --backend "$backend" > "$run/train.log" 2>&1 &

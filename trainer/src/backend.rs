@@ -83,6 +83,41 @@ fn cuda_driver_present() -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// NVIDIA GPUs this process may use: the `/dev/nvidiaN` device nodes (a Jetson's integrated
+/// GPU, which has none of them, counts as one when its `nvhost-ctrl` node exists), or fewer
+/// when `CUDA_VISIBLE_DEVICES` lists fewer.
+fn gpu_count() -> usize {
+    let present = gpus_present();
+    match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(list) => list
+            .split(',')
+            .filter(|d| !d.trim().is_empty())
+            .count()
+            .min(present),
+        Err(_) => present,
+    }
+}
+
+fn gpus_present() -> usize {
+    let numbered = std::fs::read_dir("/dev")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.strip_prefix("nvidia")
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    if numbered == 0 && Path::new("/dev/nvhost-ctrl").exists() {
+        1
+    } else {
+        numbered
+    }
+}
+
 impl BackendKind {
     /// Every backend.
     pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::Cuda, BackendKind::Tch];
@@ -117,6 +152,28 @@ impl BackendKind {
         Ok(())
     }
 
+    /// [`BackendKind::check`], and that `count` devices exist: CUDA needs that many GPUs.
+    pub fn check_devices(self, count: usize) -> Result<()> {
+        if count == 0 {
+            return Err(Error::config("devices", "must be at least 1"));
+        }
+        self.check()?;
+        if self == BackendKind::Cuda {
+            let gpus = gpu_count();
+            if count > gpus {
+                return Err(Error::Backend {
+                    backend: "cuda",
+                    reason: format!(
+                        "--devices {count} asks for {count} GPUs but {gpus} are present \
+                         and visible (/dev/nvidiaN, CUDA_VISIBLE_DEVICES); pass --devices \
+                         {gpus} or fewer"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The CLI name.
     pub fn name(self) -> &'static str {
         match self {
@@ -128,30 +185,41 @@ impl BackendKind {
 }
 
 /// Runs `$body` with the type alias `$ad` bound to the autodiff backend of `$kind` and
-/// `$dev` to its default device (after [`BackendKind::check`]).
+/// `$dev` to its default device (after [`BackendKind::check`]); or, given a count, `$devs`
+/// to that many devices (GPUs 0..count for CUDA, the one CPU repeated otherwise, after
+/// [`BackendKind::check_devices`]).
 #[macro_export]
 #[doc(hidden)]
 macro_rules! with_backend {
-    ($kind:expr, |$ad:ident, $dev:ident| $body:expr) => {{
+    ($kind:expr, |$ad:ident, $dev:ident| $body:expr) => {
+        $crate::with_backend!($kind, 1, |$ad, devices| {
+            let $dev = devices.into_iter().next().expect("one device");
+            $body
+        })
+    };
+    ($kind:expr, $count:expr, |$ad:ident, $devs:ident| $body:expr) => {{
         let kind: $crate::backend::BackendKind = $kind;
-        match kind.check() {
+        let count: usize = $count;
+        match kind.check_devices(count) {
             Err(e) => Err(e),
             Ok(()) => match kind {
                 #[cfg(feature = "cuda")]
                 $crate::backend::BackendKind::Cuda => {
                     type $ad = burn::backend::Autodiff<burn::backend::Cuda>;
-                    let $dev = burn::backend::cuda::CudaDevice::default();
+                    let $devs: Vec<_> = (0..count)
+                        .map(burn::backend::cuda::CudaDevice::new)
+                        .collect();
                     $body
                 }
                 #[cfg(feature = "tch")]
                 $crate::backend::BackendKind::Tch => {
                     type $ad = burn::backend::Autodiff<burn::backend::LibTorch>;
-                    let $dev = burn::backend::libtorch::LibTorchDevice::Cpu;
+                    let $devs = vec![burn::backend::libtorch::LibTorchDevice::Cpu; count];
                     $body
                 }
                 _ => {
                     type $ad = burn::backend::Autodiff<burn_flex::Flex>;
-                    let $dev = burn_flex::FlexDevice;
+                    let $devs = vec![burn_flex::FlexDevice; count];
                     $body
                 }
             },

@@ -74,6 +74,14 @@ pub enum Error {
         /// Why, and what to use instead.
         reason: String,
     },
+    /// A data-parallel replica could not exchange with the others (burn's collective).
+    #[error("device replica {peer}: {reason}")]
+    Collective {
+        /// The replica's index (0 is the leader).
+        peer: usize,
+        /// What failed.
+        reason: String,
+    },
     /// Drawing a plot failed.
     #[error("plot {path}: {reason}")]
     Plot {

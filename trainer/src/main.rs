@@ -163,7 +163,7 @@ struct TrainArgs {
     /// Total optimisation steps.
     #[arg(long)]
     steps: Option<u64>,
-    /// Labeled images per step.
+    /// Labeled images per step (per device with --devices).
     #[arg(long)]
     batch: Option<usize>,
     /// Unlabeled images per step as a multiple of --batch.
@@ -217,6 +217,11 @@ struct TrainArgs {
     /// flex (CPU) | cuda (build with --features cuda) | tch (build with --features tch).
     #[arg(long)]
     backend: Option<BackendKind>,
+    /// Data-parallel training on this many devices (CUDA: GPUs 0..N), one replica each: every
+    /// step takes N times --batch and the replicas average their gradients with burn's
+    /// collective all-reduce. On the CPU backends the replicas share the CPU (for tests).
+    #[arg(long, value_name = "N")]
+    devices: Option<usize>,
     /// Start from the weights, teacher and DTA state of an earlier run folder.
     #[arg(long)]
     warm_start: Option<PathBuf>,
@@ -352,6 +357,7 @@ fn base_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         config.checkpoint_every => args.checkpoint_every,
         config.workers => args.workers,
         config.backend => args.backend,
+        config.devices => args.devices,
         config.data.max_validation => args.max_val,
         config.data.sampling => args.sampling,
         config.data.labeled_augmentation => args.labeled_augmentation,

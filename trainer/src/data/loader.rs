@@ -147,6 +147,43 @@ pub struct Batch {
     pub hidden: Vec<Option<usize>>,
 }
 
+impl Batch {
+    /// Cuts the batch into `parts` equal shards, in order (one per data-parallel device). Both
+    /// the labeled and the unlabeled part must divide evenly.
+    pub fn split(self, parts: usize) -> Vec<Batch> {
+        if parts == 1 {
+            return vec![self];
+        }
+        let (nl, nu) = (self.labels.len() / parts, self.hidden.len() / parts);
+        assert_eq!(
+            nl * parts,
+            self.labels.len(),
+            "labeled batch divides evenly"
+        );
+        assert_eq!(
+            nu * parts,
+            self.hidden.len(),
+            "unlabeled batch divides evenly"
+        );
+        let len = if self.labels.is_empty() {
+            0
+        } else {
+            self.labeled.len() / self.labels.len()
+        };
+        let (l, u) = (nl * len, nu * len);
+        (0..parts)
+            .map(|k| Batch {
+                step: self.step,
+                labeled: self.labeled[k * l..(k + 1) * l].to_vec(),
+                labels: self.labels[k * nl..(k + 1) * nl].to_vec(),
+                weak: self.weak[k * u..(k + 1) * u].to_vec(),
+                strong: self.strong[k * u..(k + 1) * u].to_vec(),
+                hidden: self.hidden[k * nu..(k + 1) * nu].to_vec(),
+            })
+            .collect()
+    }
+}
+
 /// A random stream for `(seed, step, stream)`, independent of every other triple (SplitMix64
 /// finaliser over the mixed words).
 pub fn step_rng(seed: u64, step: u64, stream: u64) -> StdRng {
@@ -387,6 +424,41 @@ mod tests {
         assert_ne!(
             other.labeled,
             make_batch(&sets, &pre(), &plan, 2).unwrap().labeled
+        );
+    }
+
+    #[test]
+    fn a_batch_splits_into_equal_ordered_shards() {
+        let classes = vec!["a".to_string(), "b".to_string()];
+        let sets = TrainSets::new(store(12, true), store(12, false), &classes).unwrap();
+        let plan = BatchPlan {
+            seed: 3,
+            labeled_batch: 4,
+            unlabeled_batch: 8,
+            sampling: Sampling::Balanced,
+            augmentation: LabeledAugmentation::Fer,
+        };
+        let whole = make_batch(&sets, &pre(), &plan, 5).unwrap();
+        let shards = whole.clone().split(2);
+        assert_eq!(shards.len(), 2);
+        for shard in &shards {
+            assert_eq!(
+                (shard.step, shard.labels.len(), shard.hidden.len()),
+                (5, 2, 4)
+            );
+        }
+        let glue = |f: fn(&Batch) -> &Vec<f32>| -> Vec<f32> {
+            shards.iter().flat_map(|s| f(s).clone()).collect()
+        };
+        assert_eq!(glue(|b| &b.labeled), whole.labeled);
+        assert_eq!(glue(|b| &b.weak), whole.weak);
+        assert_eq!(glue(|b| &b.strong), whole.strong);
+        assert_eq!(
+            shards
+                .iter()
+                .flat_map(|s| s.labels.clone())
+                .collect::<Vec<_>>(),
+            whole.labels
         );
     }
 

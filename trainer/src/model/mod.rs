@@ -52,7 +52,7 @@ pub mod config;
 pub mod lae;
 pub mod rrd;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::avg_pool2d;
@@ -135,6 +135,19 @@ impl<B: Backend> Model<B> {
         self.backbone.stem.bn.momentum
     }
 
+    /// Draws every parameter not drawn yet. burn initialises a parameter on first use, and a
+    /// clone of one not yet drawn draws its own values: copies of a fresh model (one per
+    /// device) would otherwise start from different weights.
+    pub fn materialize(&self) {
+        struct Draw;
+        impl<B: Backend> ModuleVisitor<B> for Draw {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let _ = param.val();
+            }
+        }
+        self.visit(&mut Draw);
+    }
+
     /// Sets the momentum of every BatchNorm layer.
     pub fn set_batch_norm_momentum(&mut self, momentum: f64) {
         for bn in self.backbone.batch_norms_mut() {
@@ -176,6 +189,19 @@ mod tests {
 
     fn values<const D: usize, BB: Backend>(t: Tensor<BB, D>) -> Vec<f32> {
         t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn clones_of_a_materialized_model_predict_alike() {
+        let model = small(Backbone::Resnet)
+            .init::<B>(&Default::default())
+            .unwrap();
+        model.materialize();
+        let copy = model.clone();
+        assert_eq!(
+            values(model.forward(input(2, 1, 16))),
+            values(copy.forward(input(2, 1, 16)))
+        );
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::data::loader::{LabeledAugmentation, Sampling};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 
+/// The most data-parallel devices a run may use.
+pub const MAX_DEVICES: usize = 16;
+
 /// Optimiser and learning-rate schedule.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -113,10 +116,14 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Total optimisation steps.
     pub steps: u64,
-    /// Labeled images per step.
+    /// Labeled images per step and device.
     pub labeled_batch: usize,
     /// Unlabeled images per step, as a multiple of `labeled_batch`.
     pub unlabeled_ratio: usize,
+    /// Data-parallel replicas, one per device (`--devices`): each step takes `devices` times
+    /// the batch and the devices average their gradients (see [`super::parallel`]). On the CPU
+    /// backends the replicas share the one CPU, which only tests use.
+    pub devices: usize,
     /// Evaluate (and log thresholds) every this many steps (0: once per epoch of the
     /// unlabeled pool, or of the labeled set when there is none).
     pub eval_every: u64,
@@ -155,6 +162,7 @@ impl TrainConfig {
             steps: 2000,
             labeled_batch: 32,
             unlabeled_ratio: 2,
+            devices: 1,
             eval_every: 0,
             checkpoint_every: 500,
             workers: 2,
@@ -204,6 +212,15 @@ impl TrainConfig {
             return Err(Error::config(
                 "labeled_batch / steps",
                 "both must be at least 1",
+            ));
+        }
+        if !(1..=MAX_DEVICES).contains(&self.devices) {
+            return Err(Error::config(
+                "devices",
+                format!(
+                    "{} is out of range; use 1 to {MAX_DEVICES} (one per GPU)",
+                    self.devices
+                ),
             ));
         }
         if self.optimizer.learning_rate <= 0.0 {

@@ -75,6 +75,64 @@ pub struct StepMetrics {
     pub negative_student: f64,
 }
 
+impl StepMetrics {
+    /// The metrics of a step over the whole batch from those of its equal shards (one per
+    /// device): losses and rates are averaged, counts added.
+    pub fn merge(parts: &[StepMetrics]) -> StepMetrics {
+        let Some(first) = parts.first() else {
+            return StepMetrics::default();
+        };
+        let n = parts.len() as f64;
+        let mean = |f: fn(&StepMetrics) -> f64| parts.iter().map(f).sum::<f64>() / n;
+        let add = |f: fn(&StepMetrics) -> &Vec<u32>| {
+            let mut total = vec![0u32; f(first).len()];
+            for part in parts {
+                for (t, v) in total.iter_mut().zip(f(part)) {
+                    *t += v;
+                }
+            }
+            total
+        };
+        let count = |f: fn(&StepMetrics) -> u32| parts.iter().map(f).sum::<u32>();
+        let known_per_class = add(|m| &m.known_per_class);
+        let correct_per_class = add(|m| &m.correct_per_class);
+        let (known, correct) = (
+            known_per_class.iter().sum::<u32>(),
+            correct_per_class.iter().sum::<u32>(),
+        );
+        let negatives = count(|m| m.negatives);
+        let student_sum: f64 = parts
+            .iter()
+            .map(|m| m.negative_student * f64::from(m.negatives))
+            .sum();
+        StepMetrics {
+            step: first.step,
+            lr: first.lr,
+            loss: mean(|m| m.loss),
+            supervised: mean(|m| m.supervised),
+            pseudo: mean(|m| m.pseudo),
+            negative: mean(|m| m.negative),
+            mask_rate: mean(|m| m.mask_rate),
+            soft_weight: mean(|m| m.soft_weight),
+            pseudo_accuracy: (known > 0).then(|| f64::from(correct) / f64::from(known)),
+            thresholds: first.thresholds.clone(),
+            top_per_class: add(|m| &m.top_per_class),
+            accepted_per_class: add(|m| &m.accepted_per_class),
+            known_per_class,
+            correct_per_class,
+            with_negatives: count(|m| m.with_negatives),
+            negatives,
+            negatives_known: count(|m| m.negatives_known),
+            negatives_correct: count(|m| m.negatives_correct),
+            negative_student: if negatives > 0 {
+                student_sum / f64::from(negatives)
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// One evaluation.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct EvalMetrics {
@@ -248,6 +306,32 @@ mod tests {
             negative_student: 0.1,
             ..StepMetrics::default()
         }
+    }
+
+    #[test]
+    fn shards_merge_into_the_metrics_of_the_whole_batch() {
+        let a = StepMetrics {
+            loss: 1.0,
+            mask_rate: 0.5,
+            ..step(7)
+        };
+        let b = StepMetrics {
+            loss: 3.0,
+            mask_rate: 0.25,
+            correct_per_class: vec![2, 0],
+            negatives: 6,
+            negative_student: 0.3,
+            ..step(7)
+        };
+        let m = StepMetrics::merge(&[a, b]);
+        assert_eq!((m.step, m.loss, m.mask_rate), (7, 2.0, 0.375));
+        assert_eq!(m.top_per_class, vec![6, 2]);
+        assert_eq!(m.known_per_class, vec![4, 0]);
+        assert_eq!(m.pseudo_accuracy, Some(0.75), "3 of 4 known pseudo-labels");
+        assert_eq!(m.negatives, 8);
+        // Weighted by each shard's negatives: (2 * 0.1 + 6 * 0.3) / 8.
+        assert!((m.negative_student - 0.25).abs() < 1e-12);
+        assert_eq!(StepMetrics::merge(std::slice::from_ref(&m)), m);
     }
 
     #[test]

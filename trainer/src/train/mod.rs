@@ -2,6 +2,8 @@
 //!
 //! * [`config`]: [`TrainConfig`] and its parts, saved as `config.json` with every checkpoint;
 //! * [`step`]: one step's loss and metrics ([`step::train_step`]);
+//! * [`replica`]: the state a step changes and its update ([`replica::Replica::step`]);
+//! * [`parallel`]: data-parallel replicas on several devices (`--devices`);
 //! * [`metrics`]: the `metrics.jsonl` log.
 //!
 //! One step: a labeled batch (class-balanced or natural, FER-augmented) and `unlabeled_ratio`
@@ -17,6 +19,8 @@
 
 pub mod config;
 pub mod metrics;
+pub mod parallel;
+pub mod replica;
 pub mod step;
 
 use std::io::IsTerminal;
@@ -25,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::record::Recorder as _;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
@@ -35,7 +39,7 @@ pub use config::{DataConfig, OptimizerConfig, TrainConfig, preprocessing_for};
 pub use metrics::{EvalMetrics, MetricsLine, StepMetrics};
 
 use crate::algorithm::DtaState;
-use crate::algorithm::teacher::{ema_momentum, ema_update, recalibrate_batch_norm};
+use crate::algorithm::teacher::recalibrate_batch_norm;
 use crate::checkpoint::{self, Recorder, SaveParts, Thresholds, TrainState};
 use crate::data::loader::{BatchLoader, BatchPlan, TrainSets, weak_views};
 use crate::data::{self, Sample};
@@ -43,6 +47,8 @@ use crate::error::{Error, Result, write_json};
 use crate::eval::{EvalReport, evaluate};
 use crate::model::Model;
 use metrics::{MetricsLog, PseudoLabelSummary};
+use parallel::Peers;
+use replica::{Link, Replica};
 
 /// How training reports progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,9 +166,9 @@ pub fn train(config: TrainConfig, run_dir: &Path, progress: Progress) -> Result<
              --resume` (trainer::train::resume) or choose a new folder",
         ));
     }
-    let backend = config.backend;
-    crate::with_backend!(backend, |AD, device| run::<AD>(
-        config, run_dir, progress, None, device
+    let (backend, count) = (config.backend, config.devices);
+    crate::with_backend!(backend, count, |AD, devices| run::<AD>(
+        config, run_dir, progress, None, devices
     ))
 }
 
@@ -183,13 +189,13 @@ pub fn resume(run_dir: &Path, steps: Option<u64>, progress: Progress) -> Result<
             ),
         ));
     }
-    let backend = config.backend;
-    crate::with_backend!(backend, |AD, device| run::<AD>(
+    let (backend, count) = (config.backend, config.devices);
+    crate::with_backend!(backend, count, |AD, devices| run::<AD>(
         config,
         run_dir,
         progress,
         Some(ckpt.clone()),
-        device
+        devices
     ))
 }
 
@@ -299,9 +305,10 @@ fn run<B: AutodiffBackend>(
     run_dir: &Path,
     progress: Progress,
     resume_from: Option<checkpoint::Checkpoint>,
-    device: B::Device,
+    devices: Vec<B::Device>,
 ) -> Result<TrainSummary> {
     let started = Instant::now();
+    let device = devices[0].clone();
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io("creating", run_dir, e))?;
     let warm = match (&resume_from, &config.warm_start) {
         (None, Some(previous)) => Some(checkpoint::load(previous)?),
@@ -348,15 +355,19 @@ fn run<B: AutodiffBackend>(
     }
     write_json(&run_dir.join("config.json"), &config)?;
 
+    // The loader builds every device's shard of the step at once.
     let unlabeled_batch = if data.sets.unlabeled.is_empty() {
         0
     } else {
-        config.unlabeled_batch()
+        config.unlabeled_batch() * config.devices
     };
     let epoch = if unlabeled_batch > 0 {
         data.sets.unlabeled.len().div_ceil(unlabeled_batch)
     } else {
-        data.sets.labeled.len().div_ceil(config.labeled_batch)
+        data.sets
+            .labeled
+            .len()
+            .div_ceil(config.labeled_batch * config.devices)
     }
     .max(1) as u64;
     let eval_every = if config.eval_every > 0 {
@@ -366,7 +377,7 @@ fn run<B: AutodiffBackend>(
     };
     let plan = BatchPlan {
         seed: config.seed,
-        labeled_batch: config.labeled_batch,
+        labeled_batch: config.labeled_batch * config.devices,
         unlabeled_batch,
         sampling: config.data.sampling,
         augmentation: config.data.labeled_augmentation,
@@ -384,7 +395,15 @@ fn run<B: AutodiffBackend>(
 
     let m = &config.model;
     let shape = [m.input_channels, m.input_height, m.input_width];
-    let warm_started = config.warm_start.is_some();
+    let mut replica = Replica {
+        student,
+        teacher,
+        optim,
+        dta,
+        link: Link::Solo,
+        device: device.clone(),
+    };
+    let mut peers = Peers::start(&mut replica, &config, &devices)?;
     let thresholds_at = |dta: &DtaState, done: u64| {
         config
             .algorithm
@@ -399,17 +418,11 @@ fn run<B: AutodiffBackend>(
         let batch = batch?;
         let step = batch.step;
         let nl_nu = batch.labels.len() + batch.hidden.len();
-        let out = step::train_step(&config, &student, &teacher, &mut dta, batch, &device)?;
-        let grads = GradientsParams::from_grads(out.loss.backward(), &student);
-        student = optim.step(out.metrics.lr, student, grads);
-        teacher = ema_update(
-            teacher,
-            &student.valid(),
-            ema_momentum(step, config.algorithm.ema_momentum, warm_started),
-        );
+        let metrics = peers.step(&mut replica, &config, batch)?;
+        step::check_finite(&metrics)?;
         images += nl_nu;
-        log.write(&MetricsLine::Step(out.metrics.clone()))?;
-        reporter.step(&out.metrics);
+        log.write(&MetricsLine::Step(metrics.clone()))?;
+        reporter.step(&metrics);
         let done = step + 1;
         let eval_due =
             data.validation.is_some() && (done.is_multiple_of(eval_every) || done == config.steps);
@@ -417,7 +430,14 @@ fn run<B: AutodiffBackend>(
             && done.is_multiple_of(config.checkpoint_every))
             || done == config.steps;
         if eval_due || checkpoint_due {
-            let deployed = deployed_teacher::<B>(&config, &data.sets, &teacher, done, &device)?;
+            let Replica {
+                student,
+                teacher,
+                optim,
+                dta,
+                ..
+            } = &replica;
+            let deployed = deployed_teacher::<B>(&config, &data.sets, teacher, done, &device)?;
             if eval_due && let Some((inputs, labels)) = &data.validation {
                 let s = evaluate(&student.valid(), inputs, labels, &classes, shape, &device);
                 let t = evaluate(&deployed, inputs, labels, &classes, shape, &device);
@@ -425,7 +445,7 @@ fn run<B: AutodiffBackend>(
                     step: done,
                     student: s.clone(),
                     teacher: t.clone(),
-                    thresholds: thresholds_at(&dta, done),
+                    thresholds: thresholds_at(dta, done),
                 }))?;
                 reporter.println(format!(
                     "step {done}: student {:.2}% teacher {:.2}% (macro-F1 {:.3})",
@@ -443,7 +463,7 @@ fn run<B: AutodiffBackend>(
                 };
                 let thresholds = Thresholds {
                     class_names: classes.clone(),
-                    thresholds: thresholds_at(&dta, done),
+                    thresholds: thresholds_at(dta, done),
                     algorithm: config.algorithm.algorithm,
                     step: done,
                 };
@@ -453,18 +473,20 @@ fn run<B: AutodiffBackend>(
                     &state,
                     &thresholds,
                     SaveParts {
-                        student: &student,
-                        teacher: &teacher,
+                        student,
+                        teacher,
                         deployed: &deployed,
                         optimizer: optim.to_record(),
                     },
                 )?;
             }
         }
-        last = Some(out.metrics);
+        last = Some(metrics);
     }
     reporter.bar.finish_and_clear();
     drop(loader);
+    peers.finish(&replica)?;
+    let dta = replica.dta;
     let steps_this_run = config.steps - steps_before;
     let seconds = started.elapsed().as_secs_f64();
     crate::plots::plot_run(run_dir, &classes)?;

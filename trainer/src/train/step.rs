@@ -3,7 +3,9 @@
 //! pseudo-labels and the complementary labels (formulas in [`crate::algorithm`]).
 //!
 //! `loss = CE_sup + lambda_u * L_u + lambda_n * L_n`, with `CE_sup` the mean cross-entropy of
-//! the labeled batch. The loop applies the optimiser and the teacher update.
+//! the labeled batch. Every term is a mean over its batch, so with several devices the mean of
+//! the devices' gradients is the gradient of the whole batch. [`super::replica`] applies the
+//! optimiser, the DTA update and the teacher update.
 
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::AutodiffBackend;
@@ -23,6 +25,9 @@ pub struct StepOutput<B: AutodiffBackend> {
     pub loss: Tensor<B, 1>,
     /// The step's line of `metrics.jsonl`.
     pub metrics: StepMetrics,
+    /// The teacher's probabilities on the unlabeled batch (`[nu, C]`, row-major), for the DTA
+    /// update; empty without unlabeled images.
+    pub teacher_probs: Vec<f32>,
 }
 
 fn host<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -32,16 +37,16 @@ fn host<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> V
         .expect("f32 data")
 }
 
-/// Builds step `batch.step`'s loss. `dta` is updated with the teacher's probabilities on the
-/// unlabeled batch (dynamic thresholds only), after the thresholds for this batch were taken.
+/// Builds step `batch.step`'s loss with the thresholds that `dta` gives now; the caller folds
+/// [`StepOutput::teacher_probs`] into `dta` afterwards.
 pub fn train_step<B: AutodiffBackend>(
     config: &TrainConfig,
     student: &Model<B>,
     teacher: &Model<B::InnerBackend>,
-    dta: &mut DtaState,
+    dta: &DtaState,
     batch: Batch,
     device: &B::Device,
-) -> Result<StepOutput<B>> {
+) -> StepOutput<B> {
     let alg = &config.algorithm;
     let m = &config.model;
     let (shape, c) = (
@@ -72,13 +77,11 @@ pub fn train_step<B: AutodiffBackend>(
     let mut rng = step_rng(config.seed, step, streams::MODEL);
     let zero = || Tensor::<B, 1>::zeros([1], device);
 
+    let mut teacher_probs = Vec::new();
     let (sup, pseudo, negative_loss) = if nu > 0 {
         let weak = Tensor::<B::InnerBackend, 4>::from_data(images(batch.weak, nu), device);
         let probs = host(softmax(teacher.forward(weak), 1));
         let labels = pseudo_label::select(&probs, &thresholds, alg.soft_variance(dta));
-        if alg.algorithm.dynamic() {
-            dta.update(&probs, alg.dta_momentum);
-        }
         let x_u = Tensor::<B, 4>::from_data(images(batch.strong, nu), device);
         let logits = student.forward_train(Tensor::cat(vec![x_l, x_u], 0), &mut rng);
         let logits_l = logits.clone().slice([0..nl, 0..c]);
@@ -102,6 +105,7 @@ pub fn train_step<B: AutodiffBackend>(
         } else {
             zero()
         };
+        teacher_probs = probs;
         (sup, pseudo, negative_loss)
     } else {
         let logits = student.forward_train(x_l, &mut rng);
@@ -118,16 +122,26 @@ pub fn train_step<B: AutodiffBackend>(
         metrics.pseudo,
         metrics.negative,
     ] = [terms[0], terms[1], terms[2], terms[3]].map(f64::from);
-    if !metrics.loss.is_finite() {
-        return Err(Error::config(
-            "optimizer.learning_rate",
-            format!(
-                "the loss became {} at step {step}; lower the learning rate",
-                metrics.loss
-            ),
-        ));
+    StepOutput {
+        loss,
+        metrics,
+        teacher_probs,
     }
-    Ok(StepOutput { loss, metrics })
+}
+
+/// Refuses a step whose loss is not a number (checked after all devices finished the step,
+/// so that none waits for a peer that stopped).
+pub fn check_finite(metrics: &StepMetrics) -> Result<()> {
+    if metrics.loss.is_finite() {
+        return Ok(());
+    }
+    Err(Error::config(
+        "optimizer.learning_rate",
+        format!(
+            "the loss became {} at step {}; lower the learning rate",
+            metrics.loss, metrics.step
+        ),
+    ))
 }
 
 fn record_pseudo_labels(
