@@ -25,6 +25,7 @@ pub mod overlay;
 pub mod pipeline;
 pub mod pixels;
 pub mod synthetic;
+pub mod tally;
 pub mod track;
 
 pub use error::{Error, Result};

@@ -366,58 +366,58 @@ fn cmd_classify(args: &ClassifyArgs) -> Result<()> {
 fn cmd_run(args: RunArgs) -> Result<()> {
     edge::set_threads(args.threads);
     let mut on_trial = None;
-    let (config, detector, classifier, origin) = match (&args.bundle, &args.manifest, &args.config)
-    {
-        (Some(path), _, _) => {
-            let (verified, (detector, classifier, report)) =
-                match (&args.trust, path.join(bundle::TRUSTED_KEY_FILE).is_file()) {
-                    (None, true) => {
-                        // A board root: start with automatic fallback to the other slot.
-                        let board = BoardRoot::open(path)?;
-                        let started = board.start(bundle::load_models)?;
-                        if let Some(fallback) = board.fallback()? {
-                            eprintln!(
-                                "fer-edge: fell back from slot {} to slot {}: {}",
-                                fallback.from_slot, fallback.to_slot, fallback.reason
-                            );
+    let (config, detector, classifier, origin, bundle_id) =
+        match (&args.bundle, &args.manifest, &args.config) {
+            (Some(path), _, _) => {
+                let (verified, (detector, classifier, report)) =
+                    match (&args.trust, path.join(bundle::TRUSTED_KEY_FILE).is_file()) {
+                        (None, true) => {
+                            // A board root: start with automatic fallback to the other slot.
+                            let board = BoardRoot::open(path)?;
+                            let started = board.start(bundle::load_models)?;
+                            if let Some(fallback) = board.fallback()? {
+                                eprintln!(
+                                    "fer-edge: fell back from slot {} to slot {}: {}",
+                                    fallback.from_slot, fallback.to_slot, fallback.reason
+                                );
+                            }
+                            end_trial_after(board.clone(), bundle::HEALTHY_AFTER);
+                            on_trial = Some(board);
+                            started
                         }
-                        end_trial_after(board.clone(), bundle::HEALTHY_AFTER);
-                        on_trial = Some(board);
-                        started
-                    }
-                    (trust, _) => {
-                        let verified = match trust {
-                            Some(key) => bundle::verify_dir(path, &parse_trust(key)?)?,
-                            None => bundle::open_for_run(path)?,
-                        };
-                        let loaded = bundle::load_models(&verified)?;
-                        (verified, loaded)
-                    }
-                };
-            let config = bundle_config(&verified, path);
-            // The same self-test activation ran: a bundle changed on disk since is refused.
-            eprintln!("fer-edge: {report}");
-            let origin = format!("bundle {} ({})", verified.short_id(), path.display());
-            (config, detector, classifier, origin)
-        }
-        (None, Some(manifest), Some(config_path)) => {
-            let config = edge::read_config(config_path)?;
-            let dir = config_path.parent().unwrap_or(Path::new("."));
-            let detector = Detector::from_config(&config.detector, dir)?;
-            let classifier = Classifier::from_manifest_file(
-                manifest,
-                args.model.as_deref(),
-                &config.classifier,
-            )?
-            .with_detector_margin(&config.detector);
-            let origin = format!("unbundled {}", manifest.display());
-            (config, detector, classifier, origin)
-        }
-        _ => bail!(edge::Error::invalid(
-            "arguments",
-            "give --bundle ROOT_OR_DIR [--trust KEY], or --manifest FILE --config FILE"
-        )),
-    };
+                        (trust, _) => {
+                            let verified = match trust {
+                                Some(key) => bundle::verify_dir(path, &parse_trust(key)?)?,
+                                None => bundle::open_for_run(path)?,
+                            };
+                            let loaded = bundle::load_models(&verified)?;
+                            (verified, loaded)
+                        }
+                    };
+                let config = bundle_config(&verified, path);
+                // The same self-test activation ran: a bundle changed on disk since is refused.
+                eprintln!("fer-edge: {report}");
+                let origin = format!("bundle {} ({})", verified.short_id(), path.display());
+                (config, detector, classifier, origin, Some(verified.id))
+            }
+            (None, Some(manifest), Some(config_path)) => {
+                let config = edge::read_config(config_path)?;
+                let dir = config_path.parent().unwrap_or(Path::new("."));
+                let detector = Detector::from_config(&config.detector, dir)?;
+                let classifier = Classifier::from_manifest_file(
+                    manifest,
+                    args.model.as_deref(),
+                    &config.classifier,
+                )?
+                .with_detector_margin(&config.detector);
+                let origin = format!("unbundled {}", manifest.display());
+                (config, detector, classifier, origin, None)
+            }
+            _ => bail!(edge::Error::invalid(
+                "arguments",
+                "give --bundle ROOT_OR_DIR [--trust KEY], or --manifest FILE --config FILE"
+            )),
+        };
     let spec = source_spec(&args.source)?;
     let capture = CaptureThread::spawn(spec.open(&config.camera, args.frames)?);
     eprintln!(
@@ -426,6 +426,9 @@ fn cmd_run(args: RunArgs) -> Result<()> {
         capture.description()
     );
     let mut pipeline = Pipeline::new(detector, classifier, &config)?;
+    if let Some(id) = &bundle_id {
+        pipeline.tally_as(id, &config);
+    }
     if let Some(dir) = &args.snapshots {
         pipeline.set_display(
             Display::Snapshots(SnapshotWriter::new(dir, args.every, SnapshotFormat::Png)?),

@@ -246,6 +246,8 @@ pub struct Pipeline {
     overlay: bool,
     display: Display,
     fps: Option<f32>,
+    /// The field-log folder and the running bundle, when faces are tallied.
+    tally: Option<(PathBuf, String)>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -282,7 +284,32 @@ impl Pipeline {
             overlay: config.display.overlay,
             display: Display::from_config(&config.display.output)?,
             fps: None,
+            tally: None,
         })
+    }
+
+    /// Counts the faces this run classifies, and how many were low-confidence, under
+    /// `bundle_id` in the field-log folder's tally ([`crate::tally`]), when the field log is on.
+    pub fn tally_as(&mut self, bundle_id: &str, config: &DeviceConfig) {
+        if config.field_log.enabled {
+            self.tally = Some((
+                PathBuf::from(&config.field_log.directory),
+                bundle_id.to_string(),
+            ));
+        }
+    }
+
+    /// Adds a period's faces to the tally. A failure is reported and the run goes on: the
+    /// tally is statistics, the field log is what must not stop.
+    fn add_to_tally(&self, period: &Period) {
+        if let Some((dir, bundle)) = &self.tally {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            if let Err(e) = crate::tally::Tally::add(dir, bundle, period.faces, period.low, now) {
+                eprintln!("fer-edge: the face tally was not updated: {e}");
+            }
+        }
     }
 
     /// Sends frames to `display` instead of the configured output (`--snapshots`), and draws
@@ -469,6 +496,7 @@ impl Pipeline {
                         self.field_log.as_ref(),
                     );
                     write_json(out, &report)?;
+                    self.add_to_tally(&period);
                     period = Period::default();
                     period_start = Instant::now();
                 }
@@ -476,6 +504,7 @@ impl Pipeline {
             Ok(())
         })();
         let capture_stats = capture.stop();
+        self.add_to_tally(&period);
         let log_stats = self.field_log.take().map(FieldLog::close).transpose();
         result?;
         let capture_stats = capture_stats?;

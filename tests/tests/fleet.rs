@@ -97,32 +97,42 @@ struct Bundles {
 }
 
 fn signed_bundles(t: &Path, count: u64) -> Option<Bundles> {
-    let model = testdata::peer_model()?;
+    let config = "[device]\nid = \"fleet-board\"\n".to_string();
     let detector = testdata::shared_path("models/ultraface/version-RFB-320_simplified.onnx")?;
+    signed_bundles_with(t, &vec![config; count as usize], Some(&detector))
+}
+
+/// One signed peer bundle per board config text (versions 1, 2, ...), all signed by one key
+/// made in `t`, with `detector` when the configs use one.
+fn signed_bundles_with(t: &Path, configs: &[String], detector: Option<&Path>) -> Option<Bundles> {
+    let model = testdata::peer_model()?;
     let key = t.join("fleet.key");
     let public = tools::keys::generate(&key, false).unwrap().public_key;
-    let config = t.join("board.toml");
-    std::fs::write(&config, "[device]\nid = \"fleet-board\"\n").unwrap();
     let (mut dirs, mut ids) = (Vec::new(), Vec::new());
-    for i in 1..=count {
+    for (i, text) in (1..).zip(configs) {
+        let config = t.join(format!("board-{i}.toml"));
+        std::fs::write(&config, text).unwrap();
         let export = t.join(format!("export-{i}"));
         tests::peer_export(&export, &model, &format!("run-{i}"), false);
         let out_dir = t.join(format!("bundle-{i}"));
-        tests::expect_success(fer(&[
+        let version = i.to_string();
+        let mut args = vec![
             "bundle",
             "--model",
             s(&export),
             "--config",
             s(&config),
-            "--detector",
-            s(&detector),
             "--key",
             s(&key),
             "--out",
             s(&out_dir),
             "--version",
-            &i.to_string(),
-        ]));
+            &version,
+        ];
+        if let Some(detector) = detector {
+            args.extend(["--detector", s(detector)]);
+        }
+        tests::expect_success(fer(&args));
         ids.push(edge::bundle::verify_dir(&out_dir, &public).unwrap().id);
         dirs.push(out_dir);
     }
@@ -310,7 +320,7 @@ fn a_bundle_is_flashed_and_rolled_back_on_every_board_but_the_one_that_is_down()
         assert_eq!(active(root), ids[0], "nothing was flashed");
     }
     // ... it gets its own config, the fleet's with its overrides, to bundle.
-    let base = t.join("board.toml");
+    let base = t.join("board-1.toml");
     let out = tests::expect_success(fer(&[
         "fleet",
         "config",
@@ -621,4 +631,280 @@ fn the_fleet_report_loads_in_a_real_browser_with_every_plot() {
         coloured > 2000,
         "{coloured} coloured pixels: are the plots drawn?"
     );
+}
+
+/// Board config of the eight-board test: each image is one face (no detector), the field log
+/// lives in the board root, and every face under `threshold` is logged.
+fn folder_board(threshold: f32) -> String {
+    let mut device = tools::demo::face_crop_board("fleet-board");
+    device.classifier.default_threshold = threshold;
+    device.classifier.class_thresholds = testdata::peer_manifest()
+        .class_names
+        .iter()
+        .map(|c| firmware_config::config::ClassThreshold::new(c.clone(), threshold))
+        .collect();
+    toml::to_string(&device).unwrap()
+}
+
+/// The board's own `fer-edge run` of its active bundle on its folder of frames; returns the
+/// records its field log accepted.
+fn run_board(root: &Path, frames: &Path) -> u64 {
+    let out = std::process::Command::new(tests::program("fer-edge"))
+        .args(["run", "--bundle", s(root), "--report-every", "600"])
+        .arg(format!("--source=folder:{}", s(frames)))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["kind"], "final", "{stdout}");
+    report["field_log"]["written"]
+        .as_u64()
+        .expect("the log is on")
+}
+
+/// A rollout of `bundle` to two canaries, then the rest, in the background; `during_soak`
+/// runs once the canaries are soaking (the soak must outlast it). Returns the rollout's
+/// output and its state file.
+fn rollout_with(
+    fleet: &Path,
+    bundle: &Path,
+    state: &Path,
+    soak: &str,
+    during_soak: impl FnOnce(),
+) -> (std::process::Output, serde_json::Value) {
+    let child = std::process::Command::new(tests::program("fer"))
+        .args(["fleet", "flash", "--fleet", s(fleet), "--bundle", s(bundle)])
+        .args(["--canary", "2", "--soak", soak, "--min-faces", "20"])
+        .args(["--jobs", "4", "--state", s(state)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read_state = || -> serde_json::Value {
+        std::fs::read(state)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let start = std::time::Instant::now();
+    while read_state()["phase"] != "soak" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "{}",
+            read_state()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    during_soak();
+    let out = child.wait_with_output().unwrap();
+    (out, read_state())
+}
+
+/// Eight boards behind one sshd, each running `fer-edge run` on its own folder of FER2013
+/// faces: a rollout whose bundle breaks on one canary stops and leaves every board on a
+/// verified bundle; a bundle that makes the canaries unsure of far more faces stops at the
+/// low-confidence rate check; a good rollout reaches all eight; and `fer fleet collect`,
+/// three cycles with one board down in the second, brings every logged face exactly once.
+#[test]
+fn eight_boards_running_fer_edge_roll_out_and_collect_every_face_once() {
+    const BOARDS: usize = 8;
+    let Some(sshd) = Sshd::start() else { return };
+    let Some(val) = testdata::shared_path("data/fer2013/val") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // Bundles 1, 2 and 4 log the faces under 0.5; bundle 3 (the same model) nearly all of
+    // them. Versions only go up: a board that ran bundle 3 refuses bundle 2 afterwards, so the
+    // good rollout after the failed ones is a new build, bundle 4.
+    let configs = [
+        folder_board(0.5),
+        folder_board(0.5),
+        folder_board(0.99),
+        folder_board(0.5),
+    ];
+    let Some(Bundles {
+        public,
+        dirs: bundles,
+        ids,
+    }) = signed_bundles_with(t, &configs, None)
+    else {
+        return;
+    };
+    let options: Vec<String> = sshd
+        .fer_options()
+        .iter()
+        .map(|o| format!("{o:?}"))
+        .collect();
+    let header = format!(
+        "[defaults]\nssh_options = [{}, \"ConnectTimeout=5\"]\nagent = {:?}\n",
+        options.join(", "),
+        s(&tests::program("fer-edge"))
+    );
+    let (mut roots, mut frames) = (Vec::new(), Vec::new());
+    for i in 0..BOARDS {
+        let root = t.join(format!("board-{i}"));
+        BoardRoot::init(&root, &public).unwrap();
+        let folder = t.join(format!("frames-{i}"));
+        assert_eq!(tests::subset(&val, &folder, i * 3, 3, true), 21);
+        roots.push(root);
+        frames.push(folder);
+    }
+    let fleet = t.join("fleet.toml");
+    let write_fleet = |down: Option<usize>| {
+        let mut text = header.clone();
+        for (i, root) in roots.iter().enumerate() {
+            let address = if Some(i) == down {
+                "ssh://127.0.0.1:1/srv/fer".to_string()
+            } else {
+                sshd.address(root)
+            };
+            text.push_str(&format!(
+                "\n[[board]]\nname = \"cam-{i}\"\naddress = {address:?}\n"
+            ));
+        }
+        std::fs::write(&fleet, text).unwrap();
+    };
+    write_fleet(None);
+    let mut logged = [0u64; BOARDS];
+
+    // Every board takes bundle 1 and runs it: each tally holds bundle 1's rate.
+    tests::expect_success(fer(&[
+        "fleet",
+        "flash",
+        "--fleet",
+        s(&fleet),
+        "--bundle",
+        s(&bundles[0]),
+        "--jobs",
+        "4",
+    ]));
+    for i in 0..BOARDS {
+        logged[i] += run_board(&roots[i], &frames[i]);
+    }
+    let tally = edge::tally::Tally::read(&roots[0].join("field-log")).unwrap();
+    let before = tally.bundles[&ids[0]];
+    assert_eq!(before.faces, 21);
+    assert!(
+        before.rate().unwrap() < 0.6,
+        "bundle 3 must be able to be 1.5x worse: {before:?}"
+    );
+
+    // Bundle 2 breaks on canary cam-0 (its copy is damaged on disk): cam-0 falls back by
+    // itself when it starts, the rollout stops and cam-1 is rolled back.
+    let (out, state) = rollout_with(&fleet, &bundles[1], &t.join("a.json"), "20s", || {
+        let slot = BoardRoot::open(&roots[0]).unwrap().status().unwrap().active;
+        let slot_dir = roots[0].join("slots").join(slot.unwrap());
+        for entry in std::fs::read_dir(&slot_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "onnx") {
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes.push(0);
+                std::fs::write(&path, bytes).unwrap();
+            }
+        }
+        logged[0] += run_board(&roots[0], &frames[0]);
+        logged[1] += run_board(&roots[1], &frames[1]);
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::FLEET_PARTIAL.into()),
+        "{stdout}"
+    );
+    assert_eq!(state["phase"], "stopped", "{state}");
+    assert!(
+        state["boards"]["cam-0"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("fell back"),
+        "{state}"
+    );
+    assert_eq!(state["boards"]["cam-1"]["rolled_back"], true, "{state}");
+    for root in &roots {
+        assert_eq!(active(root), ids[0], "every board on verified bundle 1");
+    }
+
+    // Bundle 3 makes the canaries unsure of almost every face: the rate check stops it.
+    let (out, state) = rollout_with(&fleet, &bundles[2], &t.join("b.json"), "25s", || {
+        logged[0] += run_board(&roots[0], &frames[0]);
+        logged[1] += run_board(&roots[1], &frames[1]);
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::FLEET_PARTIAL.into()),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("more than 1.5x the previous rate"),
+        "{stdout}"
+    );
+    for root in &roots {
+        assert_eq!(active(root), ids[0]);
+    }
+    assert_eq!(state["boards"]["cam-2"]["flashed"], false, "{state}");
+
+    // Bundle 4: the canaries keep bundle 1's rate and it reaches all eight.
+    let (out, state) = rollout_with(&fleet, &bundles[3], &t.join("c.json"), "25s", || {
+        logged[0] += run_board(&roots[0], &frames[0]);
+        logged[1] += run_board(&roots[1], &frames[1]);
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state["phase"], "done", "{state}");
+    assert!(
+        state["boards"]["cam-0"]["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("low-confidence"),
+        "{state}"
+    );
+    for root in &roots {
+        assert_eq!(active(root), ids[3]);
+        // As after a minute of running: more short runs below must not end a trial.
+        BoardRoot::open(root).unwrap().mark_healthy().unwrap();
+    }
+
+    // Three collect cycles; cam-7 is down during the second while every board logs more.
+    let pool = t.join("field");
+    let collect = || fer(&["fleet", "collect", "--fleet", s(&fleet), "--into", s(&pool)]);
+    for i in 0..BOARDS {
+        logged[i] += run_board(&roots[i], &frames[i]);
+    }
+    tests::expect_success(collect());
+    write_fleet(Some(BOARDS - 1));
+    for i in 0..BOARDS {
+        logged[i] += run_board(&roots[i], &frames[i]);
+    }
+    let out = collect();
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::FLEET_PARTIAL.into()),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    write_fleet(None);
+    tests::expect_success(collect());
+    for (i, logged) in logged.iter().enumerate() {
+        let records = tools::collect::read_records(
+            &pool
+                .join(format!("cam-{i}"))
+                .join(tools::collect::RECORDS_FILE),
+        )
+        .unwrap();
+        let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids.len(), records.len(), "cam-{i}: no record twice");
+        assert_eq!(records.len() as u64, *logged, "cam-{i}: every logged face");
+    }
+    assert!(logged.iter().all(|n| *n > 0), "{logged:?}");
 }

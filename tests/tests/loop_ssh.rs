@@ -5,10 +5,10 @@
 //! finally the board running the second bundle: its `fer-edge run` names it, and the faces it
 //! logs carry the second model's hash.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-use tests::{Sshd, expect_success, fer};
+use tests::{Sshd, expect_success, fer, subset};
 use tools::collect::{RECORDS_FILE, read_records};
 use tools::retrain::{self, RoundRecord};
 use trainer::train::Progress;
@@ -17,41 +17,6 @@ const SIDE: usize = 32;
 
 fn s(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
-}
-
-/// Copies the first `per_class` images (sorted by name, after skipping `skip`) of every
-/// class of an ImageFolder; `flat` puts them all in one folder, without class names.
-fn subset(from: &Path, to: &Path, skip: usize, per_class: usize, flat: bool) -> usize {
-    let mut classes: Vec<PathBuf> = std::fs::read_dir(from)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    classes.sort();
-    let mut copied = 0;
-    for class in classes {
-        let name = class.file_name().unwrap().to_string_lossy().into_owned();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&class)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        let dir = if flat {
-            to.to_path_buf()
-        } else {
-            to.join(&name)
-        };
-        std::fs::create_dir_all(&dir).unwrap();
-        for file in files.iter().skip(skip).take(per_class) {
-            let target = dir.join(format!(
-                "{name}-{}",
-                file.file_name().unwrap().to_string_lossy()
-            ));
-            std::fs::copy(file, target).unwrap();
-            copied += 1;
-        }
-    }
-    copied
 }
 
 /// `fer-edge run` on the board, over ssh, on the board's folder of frames.

@@ -267,18 +267,7 @@ impl Board {
     /// The board's slots, active bundle and field-log folder.
     pub fn status(&self) -> Result<StatusReport> {
         match self {
-            Self::Dir(root) => {
-                let board = BoardRoot::open(root)?;
-                let status = board.status()?;
-                let field_log_dir = status
-                    .active
-                    .as_ref()
-                    .and_then(|_| board.field_log_dir().ok());
-                Ok(StatusReport {
-                    board: status,
-                    field_log_dir,
-                })
-            }
+            Self::Dir(root) => Ok(StatusReport::of(&BoardRoot::open(root)?)?),
             Self::Ssh(s) => s.agent_json(&["status", "--root", &s.root]),
         }
     }

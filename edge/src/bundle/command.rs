@@ -70,6 +70,29 @@ pub struct StatusReport {
     pub board: BoardStatus,
     /// The active config's field-log folder (relative paths resolved against the root).
     pub field_log_dir: Option<PathBuf>,
+    /// Faces seen and low-confidence faces per bundle, from the field-log folder's tally
+    /// (absent from older boards, or when unreadable).
+    #[serde(default)]
+    pub tally: Option<crate::tally::Tally>,
+}
+
+impl StatusReport {
+    /// The status of a board root, with its field-log folder and face tally.
+    pub fn of(board: &BoardRoot) -> Result<StatusReport> {
+        let status = board.status()?;
+        let field_log_dir = match status.active {
+            Some(_) => board.field_log_dir().ok(),
+            None => None,
+        };
+        let tally = field_log_dir
+            .as_deref()
+            .and_then(|dir| crate::tally::Tally::read(dir).ok());
+        Ok(StatusReport {
+            board: status,
+            field_log_dir,
+            tally,
+        })
+    }
 }
 
 fn parse_key_arg(text: &str) -> Result<PublicKey> {
@@ -143,18 +166,7 @@ impl BundleCommand {
             }
             Self::Activate { root, staged } => Ok(to_json(&activate(&root, &staged, self_test)?)),
             Self::Rollback { root } => Ok(to_json(&BoardRoot::open(&root)?.rollback(self_test)?)),
-            Self::Status { root } => {
-                let board = BoardRoot::open(&root)?;
-                let status = board.status()?;
-                let field_log_dir = match status.active {
-                    Some(_) => board.field_log_dir().ok(),
-                    None => None,
-                };
-                Ok(to_json(&StatusReport {
-                    board: status,
-                    field_log_dir,
-                }))
-            }
+            Self::Status { root } => Ok(to_json(&StatusReport::of(&BoardRoot::open(&root)?)?)),
         }
     }
 }

@@ -3,7 +3,11 @@
 //! 1. The first N selected boards (the canaries) are flashed.
 //! 2. For the soak, each canary is checked every [`RolloutOptions::poll`]: the new bundle must
 //!    still be active and the board must not have fallen back by itself. A soak of at least
-//!    [`HEALTHY_AFTER`] also asks that the canaries ran long enough to end their trial.
+//!    [`HEALTHY_AFTER`] also asks that the canaries ran long enough to end their trial. At the
+//!    end of the soak, a canary's low-confidence rate on the new bundle (from the face tally
+//!    that `fer-edge run` keeps, [`edge::tally`]) must stay within [`RateLimit::factor`] of its
+//!    rate on the bundle it ran before, once both have seen [`RateLimit::min_faces`] faces;
+//!    with fewer, the rate is not judged and the row says so.
 //! 3. Only then are the other boards flashed. A canary that fails to flash or to stay healthy
 //!    stops the rollout: the canaries still running the new bundle are rolled back, the rest
 //!    of the fleet is never touched.
@@ -18,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use edge::bundle::HEALTHY_AFTER;
+use edge::tally::{FaceCount, Tally};
 use serde::{Deserialize, Serialize};
 
 use super::{BoardEntry, Inventory, active_bundle, diagnose, flash, for_each};
@@ -41,6 +46,77 @@ pub struct RolloutOptions {
     pub restart: Option<String>,
     /// The state file.
     pub state: PathBuf,
+    /// The low-confidence rate check (`None`: off).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// How much worse a canary's low-confidence rate may get.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// The new bundle's rate may be at most this many times the previous bundle's.
+    pub factor: f64,
+    /// Faces each bundle must have seen on the canary before the rates are compared.
+    pub min_faces: u64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            factor: 1.5,
+            min_faces: 50,
+        }
+    }
+}
+
+/// Compares a canary's low-confidence rate on `new` with its rate on `previous`: `Err` with
+/// the problem when it is over the limit, `Ok` with what was found otherwise.
+pub fn judge_rate(
+    tally: Option<&Tally>,
+    new: &str,
+    previous: Option<&str>,
+    limit: RateLimit,
+) -> std::result::Result<String, String> {
+    let count = |id: &str| {
+        tally
+            .and_then(|t| t.bundles.get(id))
+            .copied()
+            .unwrap_or_default()
+    };
+    let describe = |c: FaceCount| {
+        format!(
+            "{:.1}% of {} faces",
+            100.0 * c.rate().unwrap_or(0.0),
+            c.faces
+        )
+    };
+    let now = count(new);
+    let Some(previous) = previous else {
+        return Ok(format!(
+            "rate not judged: no previous bundle ({})",
+            describe(now)
+        ));
+    };
+    let before = count(previous);
+    if now.faces < limit.min_faces || before.faces < limit.min_faces {
+        return Ok(format!(
+            "rate not judged: {} now, {} before (needs {} each)",
+            now.faces, before.faces, limit.min_faces
+        ));
+    }
+    let (r_now, r_before) = (now.rate().unwrap_or(0.0), before.rate().unwrap_or(0.0));
+    let verdict = format!(
+        "low-confidence {} vs {} before",
+        describe(now),
+        describe(before)
+    );
+    if r_now > limit.factor * r_before {
+        Err(format!(
+            "{verdict}: more than {}x the previous rate",
+            limit.factor
+        ))
+    } else {
+        Ok(verdict)
+    }
 }
 
 /// Where a rollout stands.
@@ -74,6 +150,9 @@ pub struct BoardProgress {
     pub rolled_back: bool,
     /// What went wrong, if anything.
     pub problem: Option<String>,
+    /// What the soak found on a healthy canary (its low-confidence rates).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// The state file of a rollout.
@@ -198,25 +277,38 @@ fn flash_some(
     failed
 }
 
-/// Why a canary is not healthy, if it is not.
-fn canary_problem(board: &Board, bundle_id: &str, need_trial_over: bool) -> Option<String> {
-    let status = match board.status() {
-        Ok(status) => status.board,
-        Err(e) => return Some(diagnose(&e)),
-    };
+/// A canary's check: `Err` with why it is not healthy, `Ok` with a note at the soak's end.
+fn check_canary(
+    board: &Board,
+    bundle_id: &str,
+    last: bool,
+    options: &RolloutOptions,
+) -> std::result::Result<Option<String>, String> {
+    let report = board.status().map_err(|e| diagnose(&e))?;
+    let status = &report.board;
     if let Some(fallback) = &status.fallback {
-        return Some(format!("fell back by itself: {}", fallback.reason));
+        return Err(format!("fell back by itself: {}", fallback.reason));
     }
-    if active_bundle(&status).as_deref() != Some(bundle_id) {
-        return Some("the new bundle is no longer active".into());
+    if active_bundle(status).as_deref() != Some(bundle_id) {
+        return Err("the new bundle is no longer active".into());
     }
-    if need_trial_over && status.trial.is_some() {
-        return Some(format!(
+    if last && options.soak >= HEALTHY_AFTER && status.trial.is_some() {
+        return Err(format!(
             "still on trial after the soak: it has not run for {} s in a row",
             HEALTHY_AFTER.as_secs()
         ));
     }
-    None
+    match options.rate_limit {
+        Some(limit) if last => {
+            let previous = status
+                .slots
+                .iter()
+                .find(|s| !s.active)
+                .and_then(|s| s.bundle_id.as_deref());
+            judge_rate(report.tally.as_ref(), bundle_id, previous, limit).map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Rolls back the canaries that still run the new bundle, and stops the rollout.
@@ -293,7 +385,6 @@ pub fn run(
                 }
             }
             Phase::Soak { until_ms } => {
-                let need_trial_over = options.soak >= HEALTHY_AFTER;
                 let last = now_ms() >= until_ms;
                 let canaries: Vec<&BoardEntry> = inventory
                     .boards
@@ -304,19 +395,17 @@ pub fn run(
                     inventory,
                     &canaries,
                     options.jobs,
-                    |_, board| {
-                        Ok(canary_problem(
-                            board,
-                            &state.bundle_id,
-                            last && need_trial_over,
-                        ))
-                    },
+                    |_, board| Ok(check_canary(board, &state.bundle_id, last, options)),
                     |_, _| {},
                 );
-                let unhealthy: Vec<(String, String)> = checks
-                    .into_iter()
-                    .filter_map(|o| o.result.ok().flatten().map(|p| (o.name, p)))
-                    .collect();
+                let mut unhealthy: Vec<(String, String)> = Vec::new();
+                for o in checks {
+                    match o.result {
+                        Ok(Err(problem)) => unhealthy.push((o.name, problem)),
+                        Ok(Ok(note)) => state.boards.entry(o.name).or_default().note = note,
+                        Err(e) => unhealthy.push((o.name, diagnose(&e))),
+                    }
+                }
                 if let Some((name, problem)) = unhealthy.first() {
                     for (n, p) in &unhealthy {
                         state.boards.entry(n.clone()).or_default().problem = Some(p.clone());

@@ -265,3 +265,45 @@ fn service_intervals_parse_with_units_and_refuse_nonsense() {
         assert!(parse_every(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_canary_rate_is_judged_against_the_previous_bundle_only_with_enough_faces() {
+    use edge::tally::{FaceCount, Tally};
+    use rollout::{RateLimit, judge_rate};
+    let count = |faces, low_confidence| FaceCount {
+        faces,
+        low_confidence,
+        updated_ms: 0,
+    };
+    let tally = Tally {
+        bundles: [
+            ("old".to_string(), count(200, 20)),
+            ("same".to_string(), count(100, 15)),
+            ("worse".to_string(), count(100, 16)),
+            ("new-idle".to_string(), count(10, 10)),
+        ]
+        .into(),
+    };
+    let limit = RateLimit {
+        factor: 1.5,
+        min_faces: 50,
+    };
+    // 15% is exactly 1.5 x 10%: allowed; 16% is not.
+    let ok = judge_rate(Some(&tally), "same", Some("old"), limit).unwrap();
+    assert!(
+        ok.contains("15.0% of 100") && ok.contains("10.0% of 200"),
+        "{ok}"
+    );
+    let bad = judge_rate(Some(&tally), "worse", Some("old"), limit).unwrap_err();
+    assert!(bad.contains("16.0%") && bad.contains("1.5x"), "{bad}");
+    // Too few faces on either side, no previous bundle, or no tally: noted, not judged.
+    for (new, previous, tally) in [
+        ("new-idle", Some("old"), Some(&tally)),
+        ("worse", Some("unknown"), Some(&tally)),
+        ("worse", None, Some(&tally)),
+        ("worse", Some("old"), None),
+    ] {
+        let note = judge_rate(tally, new, previous, limit).unwrap();
+        assert!(note.starts_with("rate not judged"), "{note}");
+    }
+}
