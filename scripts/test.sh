@@ -11,10 +11,10 @@ bash scripts/setup.sh
 echo "== no_std build of firmware-config (thumbv7em-none-eabihf)"
 cargo build -q -p firmware-config --no-default-features --target thumbv7em-none-eabihf
 
-echo "== programs the end-to-end tests run (fer, fer-edge)"
-cargo build -q -p tools -p edge --bins
-
-echo "== workspace tests"
+# No separate `cargo build` of fer and fer-edge first: `cargo test --workspace` builds them
+# (tools and edge have integration tests), with the feature set of the test build. A build of
+# only those packages resolves other features and compiled burn and tract a second time.
+echo "== workspace tests (they build fer and fer-edge for the end-to-end tests)"
 cargo test --workspace --no-fail-fast
 
 echo "== aarch64 board binary under qemu-user"

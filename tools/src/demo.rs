@@ -13,7 +13,10 @@
 //! 6. Round 2 ([`crate::retrain::run_round`], the round of `fer loop`): collect, add the
 //!    crops to the pool, warm-started retraining, scoring both rounds on the validation set,
 //!    the gate, and a flash only when round 2 is not worse.
-//! 7. A table of the rounds, also written as `WORKDIR/rounds.json`.
+//! 7. A control: round 2's training again (same round-1 start, steps and seed) without the
+//!    collected faces, so the table separates what the field faces added from what more
+//!    training added.
+//! 8. A table of the rounds, also written as `WORKDIR/rounds.json`.
 //!
 //! Re-running continues where the last run stopped; `fresh` starts over.
 
@@ -38,13 +41,15 @@ use trainer::train::Progress;
 
 use crate::board::Board;
 use crate::error::{Error, Result};
-use crate::retrain::{self, LoopSetup, RoundRecord, TableRow};
+use crate::retrain::{self, LoopSetup, RoundRecord, Score, TableRow};
 use crate::{config, keys};
 
 /// The file that marks a folder as a demo work folder (only such folders are ever deleted).
 pub const MARKER: &str = ".fer-demo";
 /// The table of rounds, as JSON, in the work folder.
 pub const ROUNDS_JSON: &str = "rounds.json";
+/// The pool's subfolder of synthetic faces (collected crops go beside it).
+const SYNTHETIC_POOL: &str = "synthetic";
 
 /// The knobs of the demo; [`Default`] is `fer demo` without flags.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +112,36 @@ pub struct FieldRun {
     pub logged: u64,
 }
 
+/// Round 2 against its control, all three scored like the rounds: the shipped fp32 export on
+/// the validation folder, through the board's classifier.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Control {
+    /// Steps round 2 and the control trained from round 1.
+    pub steps: u64,
+    /// Round 1's validation accuracy.
+    pub round_one: f64,
+    /// Round 2's, trained with the collected field faces in the pool.
+    pub round_two: f64,
+    /// The control's, trained the same way without them.
+    pub without_field: f64,
+}
+
+impl Control {
+    /// One line for the terminal.
+    pub fn describe(&self) -> String {
+        format!(
+            "control: {} more steps from round 1 without the field faces: {:.2}% on val; with \
+             them (round 2): {:.2}%; round 1: {:.2}%. More training added {:+.2} points, the field faces {:+.2}.",
+            self.steps,
+            100.0 * self.without_field,
+            100.0 * self.round_two,
+            100.0 * self.round_one,
+            100.0 * (self.without_field - self.round_one),
+            100.0 * (self.round_two - self.without_field),
+        )
+    }
+}
+
 /// What `WORKDIR/rounds.json` holds.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct DemoReport {
@@ -114,6 +149,9 @@ pub struct DemoReport {
     pub rounds: Vec<TableRow>,
     /// The board run between the rounds (absent when a re-run found it done).
     pub field: Option<FieldRun>,
+    /// Round 2 against the same training without the field faces.
+    #[serde(default)]
+    pub control: Option<Control>,
     /// The board folder (`dir:` address).
     pub board: String,
     /// The full history (`rounds.jsonl`).
@@ -200,7 +238,7 @@ fn make_data(options: &DemoOptions, layout: &Layout) -> Result<()> {
     )?;
     write_dataset(&layout.val, options.val_per_class, &crops(options), 3)?;
     // The pool is one flat folder: its images carry no label, not even in a folder name.
-    let pool = layout.pool.join("synthetic");
+    let pool = layout.pool.join(SYNTHETIC_POOL);
     std::fs::create_dir_all(&pool).map_err(|e| Error::io("creating", &pool, e))?;
     let mut faces = SyntheticFaces::new(crops(options), 2)?;
     for i in 0..options.pool_images {
@@ -430,6 +468,23 @@ fn print_round(record: &RoundRecord) {
     );
 }
 
+/// The control's run folder and export, beside the rounds.
+const CONTROL_DIR: &str = "control";
+
+/// Trains round 2's control (or reads back a finished one) and scores it like the rounds:
+/// round 2's config from the same start, without the crops collected in the field. It needs
+/// nothing from the board, so [`run`] trains it on a thread while the board and round 2 work.
+fn train_control(setup: &LoopSetup, layout: &Layout, base: &RoundRecord) -> Result<(u64, Score)> {
+    let mut config = retrain::round_config(setup, base, base.round + 1)?;
+    // The pool as round 1 had it: the synthetic faces, not the crops collected since.
+    config.data.unlabeled = vec![layout.pool.join(SYNTHETIC_POOL)];
+    config.data.field.clear();
+    let steps = config.steps;
+    let dir = layout.run.join(CONTROL_DIR);
+    retrain::train_or_resume(config, &dir, Progress::Hidden)?;
+    Ok((steps, retrain::score_run(setup, &dir, &dir.join("export"))?))
+}
+
 /// Runs the demo (see the module docs) and returns what it wrote to `rounds.json`.
 pub fn run(options: &DemoOptions) -> Result<DemoReport> {
     let started = Instant::now();
@@ -490,20 +545,43 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
         }
         history = retrain::read_history(&layout.run)?;
     }
-    if history.len() == 1 {
-        let run = run_board(options, &layout.board)?;
-        println!(
-            "board: {} frames, {} low-confidence, {} logged to the field log",
-            run.frames, run.low_confidence, run.logged
-        );
-        field = Some(run);
-        print_round(&retrain::run_round(&setup, &mut step)?);
-        history = retrain::read_history(&layout.run)?;
-    }
+    let first = history.first().cloned().ok_or_else(|| {
+        Error::invalid("demo", "round 1 left no record in the history".to_string())
+    })?;
+    let control = std::thread::scope(|scope| -> Result<_> {
+        let control = scope.spawn(|| {
+            println!(
+                "control: round 2's {} steps from round 1 again, without the field faces, on a \
+                 second thread",
+                options.round_steps
+            );
+            train_control(&setup, &layout, &first)
+        });
+        if history.len() == 1 {
+            let run = run_board(options, &layout.board)?;
+            println!(
+                "board: {} frames, {} low-confidence, {} logged to the field log",
+                run.frames, run.low_confidence, run.logged
+            );
+            field = Some(run);
+            print_round(&retrain::run_round(&setup, &mut step)?);
+            history = retrain::read_history(&layout.run)?;
+        }
+        let (steps, score) = control
+            .join()
+            .map_err(|_| Error::invalid("demo", "the control's thread panicked".to_string()))??;
+        Ok(history.get(1).map(|second| Control {
+            steps,
+            round_one: first.score.accuracy,
+            round_two: second.score.accuracy,
+            without_field: score.accuracy,
+        }))
+    })?;
     let rows: Vec<TableRow> = history.iter().map(TableRow::from).collect();
     let report = DemoReport {
         rounds: rows,
         field,
+        control,
         board: board.address(),
         history: layout.run.join(retrain::HISTORY_FILE),
         seconds: started.elapsed().as_secs_f64(),

@@ -257,8 +257,9 @@ enum FleetCommand {
         restart: Option<String>,
         /// Staged rollout: flash the first N selected boards, watch them for --soak, then
         /// flash the rest only if they stayed healthy (new bundle still active, no automatic
-        /// fallback, and with a soak of a minute or more, past their trial); otherwise roll
-        /// the canaries back and stop. Resumes from --state when run again.
+        /// fallback, with a soak of a minute or more past their trial, and a low-confidence
+        /// rate within --max-rate-ratio of the previous bundle's); otherwise roll the
+        /// canaries back and stop. Resumes from --state when run again.
         #[arg(long, value_name = "N")]
         canary: Option<usize>,
         /// How long the canaries must stay healthy: 30m, 90s, 2h.
@@ -267,6 +268,15 @@ enum FleetCommand {
         /// The rollout's state file (default: rollout.json beside the fleet file).
         #[arg(long, requires = "canary")]
         state: Option<PathBuf>,
+        /// At the soak's end, a canary's low-confidence rate on the new bundle (faces below
+        /// their threshold / faces classified, counted by `fer-edge run`) may be at most this
+        /// many times its rate on the previous bundle. 0 turns the check off.
+        #[arg(long, requires = "canary", default_value_t = fleet::rollout::RateLimit::default().factor)]
+        max_rate_ratio: f64,
+        /// Faces each bundle must have seen on a canary before the rates are compared; with
+        /// fewer the rate is not judged (the table says so).
+        #[arg(long, requires = "canary", default_value_t = fleet::rollout::RateLimit::default().min_faces)]
+        min_faces: u64,
     },
     /// Write a static HTML page with PNG plots from what `fer fleet collect` gathered: logged
     /// faces per day, low-confidence faces per hour by model, the class mix per board,
@@ -792,6 +802,8 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
             canary: Some(canaries),
             soak,
             state,
+            max_rate_ratio,
+            min_faces,
         } => {
             let state = state.unwrap_or_else(|| {
                 args.fleet
@@ -812,6 +824,10 @@ fn cmd_fleet(command: FleetCommand) -> anyhow::Result<()> {
                     jobs: args.jobs,
                     restart,
                     state,
+                    rate_limit: (max_rate_ratio > 0.0).then_some(fleet::rollout::RateLimit {
+                        factor: max_rate_ratio,
+                        min_faces,
+                    }),
                 },
             )
         }
@@ -956,14 +972,20 @@ fn rollout(args: &FleetArgs, options: fleet::rollout::RolloutOptions) -> anyhow:
                 role.into(),
                 if p.flashed { "yes" } else { "no" }.into(),
                 if p.rolled_back { "yes" } else { "no" }.into(),
-                p.problem.unwrap_or_default(),
+                p.problem.or(p.note).unwrap_or_default(),
             ]
         })
         .collect();
     println!(
         "{}",
         fleet::table(
-            &["board", "role", "flashed", "rolled back", "problem"],
+            &[
+                "board",
+                "role",
+                "flashed",
+                "rolled back",
+                "problem or soak note"
+            ],
             &rows
         )
     );
@@ -1075,6 +1097,9 @@ fn cmd_demo(args: DemoArgs) -> anyhow::Result<()> {
     let options = demo::DemoOptions::from(args);
     let report = demo::run(&options)?;
     print!("{}", retrain::table(&report.rounds));
+    if let Some(control) = &report.control {
+        println!("{}", control.describe());
+    }
     println!(
         "{} s; table: {}; history: {}",
         report.seconds.round(),

@@ -530,13 +530,7 @@ pub fn run_round(setup: &LoopSetup, on_step: &mut dyn FnMut(&str)) -> Result<Rou
     }
 
     // 2. Train, warm-started from the incumbent.
-    let mut config = checkpoint::load(&base.run_dir)?.config;
-    config.warm_start = Some(base.run_dir.clone());
-    if !config.data.unlabeled.contains(&setup.pool) {
-        config.data.unlabeled.push(setup.pool.clone());
-    }
-    config.steps = setup.steps;
-    config.seed = config.seed.wrapping_add(u64::from(round));
+    let config = round_config(setup, base, round)?;
     on_step(&format!(
         "round {round}: training {} steps from round {}",
         setup.steps, base.round
@@ -556,6 +550,27 @@ pub fn run_round(setup: &LoopSetup, on_step: &mut dyn FnMut(&str)) -> Result<Rou
         added_to_pool: added,
     };
     finish_round(setup, started, trained, Some(base), true, on_step)
+}
+
+/// The training config of round `round`: `base`'s, warm-started from it, with the pool among
+/// its unlabeled folders, the loop's steps and a seed of its own.
+pub fn round_config(setup: &LoopSetup, base: &RoundRecord, round: u32) -> Result<TrainConfig> {
+    let mut config = checkpoint::load(&base.run_dir)?.config;
+    config.warm_start = Some(base.run_dir.clone());
+    if !config.data.unlabeled.contains(&setup.pool) {
+        config.data.unlabeled.push(setup.pool.clone());
+    }
+    config.steps = setup.steps;
+    config.seed = config.seed.wrapping_add(u64::from(round));
+    Ok(config)
+}
+
+/// Exports the run in `run` into `out` and scores its shipped model on the validation folder
+/// the way rounds are scored, for a run outside the history (a control).
+pub fn score_run(setup: &LoopSetup, run: &Path, out: &Path) -> Result<Score> {
+    let manifest = export(setup, run, out)?;
+    let board = BoardView::from_config(&setup.config, setup.detector.as_deref())?;
+    score_model(&manifest, &setup.val, &board)
 }
 
 /// One row of the rounds table.

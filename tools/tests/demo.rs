@@ -80,6 +80,26 @@ fn demo_runs_both_rounds_and_deploys_what_the_gate_accepts() {
     assert_eq!(second.deployed, second.gate.deploy);
     assert!(stdout.contains(&second.gate.reason), "{stdout}");
 
+    // The control: round 2's steps from round 1 without the field faces, scored like the rounds.
+    let control = report.control.as_ref().expect("a control row");
+    assert_eq!(control.steps, 4);
+    assert_eq!(control.round_one, first.score.accuracy);
+    assert_eq!(control.round_two, second.score.accuracy);
+    assert!((0.0..=1.0).contains(&control.without_field), "{control:?}");
+    assert!(stdout.contains(&control.describe()), "{stdout}");
+    let control_config = trainer::checkpoint::load(&work.join("run/control"))
+        .unwrap()
+        .config;
+    assert!(
+        control_config
+            .data
+            .unlabeled
+            .iter()
+            .all(|p| p.ends_with("synthetic")),
+        "the control never sees the collected crops: {:?}",
+        control_config.data.unlabeled
+    );
+
     // The board's active bundle verifies and is the model the gate chose.
     let active = BoardRoot::open(&work.join("board"))
         .unwrap()
