@@ -69,7 +69,7 @@ fn whole_loop_over_ssh_on_fer2013_faces() {
     assert_eq!(subset(&fer_val, &frames, 5, 4, true), 28);
 
     let run = t.join("run");
-    // Round 1 as `fer demo` trains it: DTA + SNL, a small mobile network on gray crops.
+    // Round 1 as `fer demo` trains it: DTA + SNL, a small residual network on gray crops.
     let round_one = tools::demo::face_crop_training(SIDE, &labeled, &pool, 20, 8);
     trainer::train::train(round_one, &run, Progress::Hidden).unwrap();
 

@@ -113,7 +113,7 @@ enum Command {
     ///   1. data/: synthetic face crops with known expressions (angry, happy, neutral, sad,
     ///      surprise): a labeled ImageFolder, an unlabeled pool and a validation ImageFolder,
     ///      each drawn from its own seed;
-    ///   2. run/: round 1, a small mobile network on gray crops trained with DTA + SNL (EMA
+    ///   2. run/: round 1, a small residual network on gray crops trained with DTA + SNL (EMA
     ///      teacher and threshold momentum 0.99 for a run of a few hundred steps);
     ///   3. run/rounds/round-001/export: fp32 + int8 ONNX, manifests with the trained
     ///      per-class thresholds;
@@ -395,31 +395,31 @@ struct DemoArgs {
     #[arg(long)]
     fresh: bool,
     /// Side of the face images and of the network input, pixels.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = demo::DemoOptions::default().image_size)]
     image_size: u32,
     /// Labeled images per expression.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = demo::DemoOptions::default().labeled_per_class)]
     labeled_per_class: usize,
     /// Images in the unlabeled pool.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = demo::DemoOptions::default().pool_images)]
     pool_images: usize,
     /// Validation images per expression.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = demo::DemoOptions::default().val_per_class)]
     val_per_class: usize,
     /// Training steps of round 1.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = demo::DemoOptions::default().steps)]
     steps: u64,
     /// Training steps of round 2.
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = demo::DemoOptions::default().round_steps)]
     round_steps: u64,
     /// Labeled images per step (twice as many unlabeled ones).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = demo::DemoOptions::default().batch)]
     batch: usize,
     /// Stop the board after this many low-confidence faces are logged...
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = demo::DemoOptions::default().field_records)]
     field_records: u64,
     /// ... or after this many camera frames.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = demo::DemoOptions::default().max_frames)]
     max_frames: u64,
 }
 
@@ -1099,6 +1099,9 @@ fn cmd_demo(args: DemoArgs) -> anyhow::Result<()> {
     print!("{}", retrain::table(&report.rounds));
     if let Some(control) = &report.control {
         println!("{}", control.describe());
+    }
+    for plot in &report.plots {
+        println!("plot: {}", plot.display());
     }
     println!(
         "{} s; table: {}; history: {}",

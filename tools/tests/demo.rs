@@ -24,7 +24,7 @@ const TINY: [&str; 16] = [
     "--val-per-class",
     "6",
     "--steps",
-    "6",
+    "20",
     "--round-steps",
     "4",
     "--batch",
@@ -81,6 +81,11 @@ fn demo_runs_both_rounds_and_deploys_what_the_gate_accepts() {
     assert!(stdout.contains(&second.gate.reason), "{stdout}");
 
     // The control: round 2's steps from round 1 without the field faces, scored like the rounds.
+    assert!(
+        report.plots.len() >= 2 && report.plots.iter().all(|p| p.is_file()),
+        "{:?}",
+        report.plots
+    );
     let control = report.control.as_ref().expect("a control row");
     assert_eq!(control.steps, 4);
     assert_eq!(control.round_one, first.score.accuracy);
