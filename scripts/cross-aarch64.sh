@@ -76,7 +76,13 @@ if [ -f "$photo" ] && [ -f "$detector" ]; then
     arm_out=$(run detect "$photo" --detector ultraface --model "$detector")
     echo "   aarch64: $(tr -d " \n" <<<"$arm_out")"
     echo "== host: the same command, for comparison"
-    cargo build -q -p edge --bin fer-edge "${build_flags[@]}"
+    if [[ $profile == debug ]]; then
+        # The workspace build the tests made: `-p edge` alone resolves other features of
+        # tract's dependencies and would compile tract for the host once more.
+        cargo build -q --workspace --bins
+    else
+        cargo build -q -p edge --bin fer-edge "${build_flags[@]}"
+    fi
     host_out=$("$target_dir/$profile/fer-edge" detect "$photo" --detector ultraface --model "$detector")
     echo "   x86_64:  $(tr -d " \n" <<<"$host_out")"
     # One face near (180,62)-(268,174) as DATA.md states, and the same numbers as on x86.
