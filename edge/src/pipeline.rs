@@ -303,9 +303,7 @@ impl Pipeline {
     /// tally is statistics, the field log is what must not stop.
     fn add_to_tally(&self, period: &Period) {
         if let Some((dir, bundle)) = &self.tally {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = crate::capture::unix_ms(std::time::SystemTime::now());
             if let Err(e) = crate::tally::Tally::add(dir, bundle, period.faces, period.low, now) {
                 eprintln!("fer-edge: the face tally was not updated: {e}");
             }

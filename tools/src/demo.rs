@@ -477,6 +477,8 @@ fn print_round(record: &RoundRecord) {
 
 /// The control's run folder and export, beside the rounds.
 const CONTROL_DIR: &str = "control";
+/// The control's score, in its run folder, so that a re-run does not export it again.
+const CONTROL_SCORE: &str = "score.json";
 
 /// Trains round 2's control (or reads back a finished one) and scores it like the rounds:
 /// round 2's config from the same start, without the crops collected in the field. It needs
@@ -488,8 +490,23 @@ fn train_control(setup: &LoopSetup, layout: &Layout, base: &RoundRecord) -> Resu
     config.data.field.clear();
     let steps = config.steps;
     let dir = layout.run.join(CONTROL_DIR);
+    let scored = dir.join(CONTROL_SCORE);
+    if let Some(score) = std::fs::read(&scored)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    {
+        return Ok((steps, score));
+    }
+    println!(
+        "control: round 2's {steps} steps from round 1 again, without the field faces, on a \
+         second thread"
+    );
     retrain::train_or_resume(config, &dir, Progress::Hidden)?;
-    Ok((steps, retrain::score_run(setup, &dir, &dir.join("export"))?))
+    let score = retrain::score_run(setup, &dir, &dir.join("export"))?;
+    let json = serde_json::to_vec_pretty(&score)
+        .map_err(|e| Error::invalid("control score", e.to_string()))?;
+    std::fs::write(&scored, json).map_err(|e| Error::io("writing", &scored, e))?;
+    Ok((steps, score))
 }
 
 /// The PNG plots in the rounds' run folders, in round order.
@@ -572,14 +589,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
         Error::invalid("demo", "round 1 left no record in the history".to_string())
     })?;
     let control = std::thread::scope(|scope| -> Result<_> {
-        let control = scope.spawn(|| {
-            println!(
-                "control: round 2's {} steps from round 1 again, without the field faces, on a \
-                 second thread",
-                options.round_steps
-            );
-            train_control(&setup, &layout, &first)
-        });
+        let control = scope.spawn(|| train_control(&setup, &layout, &first));
         if history.len() == 1 {
             let run = run_board(options, &layout.board)?;
             println!(

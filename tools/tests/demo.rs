@@ -127,7 +127,12 @@ fn demo_runs_both_rounds_and_deploys_what_the_gate_accepts() {
         2,
         "nothing was retrained"
     );
-    assert!(String::from_utf8_lossy(&again.stdout).contains("deployed"));
+    let again_stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again_stdout.contains("deployed"));
+    assert!(
+        again_stdout.contains(&control.describe()) && !again_stdout.contains("second thread"),
+        "the control is read back, not trained or exported again: {again_stdout}"
+    );
 
     // `fer loop` runs the next round on the same run folder and board.
     let w = |p: &str| work.join(p).to_str().unwrap().to_string();
