@@ -33,11 +33,14 @@ pub struct BenchOptions {
     pub classifier_model: PathBuf,
     /// Its manifest (the int8 file uses the same one).
     pub manifest: ModelManifest,
-    /// Optional int8 (QDQ) classifier.
+    /// Optional int8 classifier (same manifest).
     pub int8_model: Option<PathBuf>,
     /// Optional peer classifier (its model and manifest), measured in the same run as
     /// `classifier peer`.
     pub peer: Option<(PathBuf, ModelManifest)>,
+    /// Optional int8 file of the peer (the peer's manifest), measured as `classifier
+    /// peer_int8`.
+    pub peer_int8: Option<PathBuf>,
     /// The photo (one face).
     pub image: PathBuf,
     /// Frame sizes (width, height); the photo is resized to each.
@@ -62,7 +65,7 @@ pub struct BenchRow {
     pub size: String,
     /// tract threads.
     pub threads: usize,
-    /// Classifier: `fp32`, `int8` or `peer` (fp32).
+    /// Classifier: `fp32`, `int8`, `peer` (fp32) or `peer_int8`.
     pub precision: String,
     /// Faces found per frame.
     pub faces: usize,
@@ -164,9 +167,9 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             Classifier::load(int8, options.manifest.clone(), &ClassifierConfig::default())?,
         ));
     }
-    if let Some((model, manifest)) = &options.peer {
+    for (name, model, manifest) in peer_models(options) {
         classifiers.push((
-            "peer".to_string(),
+            name.to_string(),
             Classifier::load(model, manifest.clone(), &ClassifierConfig::default())?,
         ));
     }
@@ -292,6 +295,18 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     })
 }
 
+/// The peer's files with its manifest: `peer` (fp32) and, when given, `peer_int8`.
+fn peer_models(options: &BenchOptions) -> Vec<(&'static str, &Path, &ModelManifest)> {
+    let Some((model, manifest)) = &options.peer else {
+        return Vec::new();
+    };
+    let mut models = vec![("peer", model.as_path(), manifest)];
+    if let Some(int8) = &options.peer_int8 {
+        models.push(("peer_int8", int8.as_path(), manifest));
+    }
+    models
+}
+
 fn detector_input(detector: &Detector) -> Vec<usize> {
     match detector {
         Detector::UltraFace(u) => {
@@ -319,9 +334,14 @@ fn onnxruntime_rows(
     if let Some(int8) = &options.int8_model {
         models.push(("classifier_int8", int8.as_path(), classifier_shape));
     }
-    if let Some((model, manifest)) = &options.peer {
+    for (name, model, manifest) in peer_models(options) {
         let shape = manifest.preprocessing.input_shape(1).to_vec();
-        models.push(("classifier_peer", model.as_path(), shape));
+        let name = if name == "peer" {
+            "classifier_peer"
+        } else {
+            "classifier_peer_int8"
+        };
+        models.push((name, model, shape));
     }
     let mut rows = Vec::new();
     for &threads in &options.threads {

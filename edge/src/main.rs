@@ -199,13 +199,18 @@ struct BenchArgs {
     /// The fp32 classifier (default: the manifest's model_file beside it).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// An int8 (QDQ) classifier with the same manifest.
+    /// An int8 classifier with the same manifest (`fer-train export` writes
+    /// model_int8.onnx beside model_fp32.onnx).
     #[arg(long)]
     int8_model: Option<PathBuf>,
     /// A peer classifier's manifest (its model beside it), timed and profiled in the same run
     /// for a fair ratio, e.g. the mini-Xception of ../shared/models/peer.
     #[arg(long)]
     peer_manifest: Option<PathBuf>,
+    /// An int8 file of the peer, read with the peer's manifest (e.g. from
+    /// scripts/int8_peer.py).
+    #[arg(long, requires = "peer_manifest")]
+    peer_int8_model: Option<PathBuf>,
     /// Timed iterations per configuration.
     #[arg(long, default_value_t = 100)]
     iterations: usize,
@@ -252,6 +257,7 @@ impl TryFrom<BenchArgs> for BenchOptions {
         };
         Ok(Self {
             peer,
+            peer_int8: args.peer_int8_model,
             detector_model: args.detector_model,
             classifier_model,
             manifest,

@@ -22,7 +22,7 @@ pub enum Precision {
     /// 32-bit float.
     #[default]
     Fp32,
-    /// int8 in QDQ form (QuantizeLinear / DequantizeLinear), float outputs.
+    /// int8 (integer QLinearConv, or QuantizeLinear / DequantizeLinear pairs), float outputs.
     Int8,
 }
 

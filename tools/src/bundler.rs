@@ -69,9 +69,9 @@ pub const FP32_MANIFEST: &str = "model_fp32.manifest.json";
 /// The manifest to ship from an export folder: `manifest.json`, else the fp32 model's when
 /// `fer-train export` wrote both precisions, else the single `*.manifest.json`.
 ///
-/// fp32 is the default precision because int8 QDQ runs slower than fp32 in tract on the
-/// machines measured so far (docs/RESULTS.md, "Export and quantization" and "Edge"); ship int8
-/// by naming its manifest (`--model DIR/model_int8.manifest.json`).
+/// fp32 is the default precision because the int8 file, integer (QLinearConv) as it is, still
+/// runs slower than fp32 in tract on the machines measured so far (docs/RESULTS.md, "int8 that
+/// is integer"); ship int8 by naming its manifest (`--model DIR/model_int8.manifest.json`).
 pub fn find_manifest(dir: &Path) -> Result<PathBuf> {
     let plain = dir.join("manifest.json");
     if plain.is_file() {

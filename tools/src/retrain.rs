@@ -31,6 +31,7 @@ use trainer::TrainConfig;
 use trainer::checkpoint;
 use trainer::export::cli::{CalibArg, ExportArgs, run_export};
 use trainer::export::pipeline::manifest_file;
+use trainer::export::quant::Int8Form;
 use trainer::train::{self, Progress, TrainSummary};
 
 use crate::board::Board;
@@ -329,11 +330,12 @@ fn export(setup: &LoopSetup, run: &Path, out: &Path) -> Result<PathBuf> {
         calibration: Some(setup.calibration.clone()),
         calib_images: setup.calib_images,
         calib_method: CalibArg::Percentile,
+        int8_form: Int8Form::Integer,
         eval: Some(setup.val.clone()),
         latency_runs: 0,
         student: false,
     })?;
-    // fp32 is shipped: int8 QDQ runs slower in tract (docs/RESULTS.md).
+    // fp32 is shipped: int8 still runs slower than fp32 in tract (docs/RESULTS.md "int8 that is integer").
     let name = outcome
         .fp32_path
         .file_name()

@@ -16,8 +16,8 @@
 //! * [`backend`]: flex (CPU), cuda and tch backends, checked before use.
 //! * [`plots`]: PNG plots of a run (accuracy, thresholds, pseudo-label rate, confusion).
 //! * [`compare`]: finished runs side by side (Markdown table, JSON, accuracy plot).
-//! * [`export`]: ONNX export (fp32, and int8 in QDQ form after calibration) with the
-//!   manifest the board reads.
+//! * [`export`]: ONNX export (fp32, and int8 after calibration: integer QLinearConv or QDQ)
+//!   with the manifest the board reads.
 //!
 //! The algorithm is our formulation of the ideas of arXiv 2601.05556; docs/design.md states
 //! every formula and the measurements behind each choice.

@@ -41,8 +41,9 @@ enum Command {
     /// Measure training and inference images/s of each backbone (and of the same network in
     /// PyTorch when python3 can import torch).
     Bench(BenchArgs),
-    /// Export a run's model to ONNX: fp32, and int8 (QDQ) calibrated on real images, with
-    /// manifests, self-test vectors and a report (accuracy, sizes, ranges, latency).
+    /// Export a run's model to ONNX: fp32, and int8 (integer QLinearConv by default, or QDQ)
+    /// calibrated on real images, with manifests, self-test vectors and a report (accuracy,
+    /// sizes, ranges, latency).
     ///
     /// Example: fer-train export --checkpoint runs/dta-snl --out runs/dta-snl/export
     /// --calibration ../shared/data/fer2013/train --eval ../shared/data/fer2013/val

@@ -154,6 +154,7 @@ fn thresholds_are_checkpointed_and_match_the_dta_state() {
         calibration: None,
         calib_images: 0,
         calib_method: trainer::export::cli::CalibArg::Auto,
+        int8_form: trainer::export::quant::Int8Form::Integer,
         eval: None,
         latency_runs: 0,
         student: false,

@@ -14,6 +14,7 @@ use super::pipeline::{
     CalibChoice, ExportOutcome, ExportRequest, FP32_FILE, INT8_FILE, LabeledTensors, export_model,
     time_batch1,
 };
+use super::quant::Int8Form;
 use super::runtime::TractModel;
 use crate::checkpoint;
 use crate::data;
@@ -39,6 +40,11 @@ pub struct ExportArgs {
     /// `--eval` (percentile without `--eval`).
     #[arg(long, value_enum, default_value_t = CalibArg::Auto)]
     pub calib_method: CalibArg,
+    /// The form of the int8 file: `integer` (QLinearConv, integer kernels in tract and
+    /// onnxruntime: for boards running fer-edge) or `qdq` (Quantize/DequantizeLinear around
+    /// float convolutions: for TensorRT's explicit quantization).
+    #[arg(long, value_enum, default_value_t = Int8Form::Integer)]
+    pub int8_form: Int8Form,
     /// A labeled ImageFolder (same classes as the run) for fp32-vs-int8 accuracy.
     #[arg(long, value_name = "DIR")]
     pub eval: Option<PathBuf>,
@@ -249,6 +255,7 @@ pub fn run_export(args: &ExportArgs) -> Result<ExportOutcome, Error> {
         calibration: calibration.as_deref(),
         calibration_source: args.calibration.clone(),
         calib_choice: args.calib_method.into(),
+        int8_form: args.int8_form,
         eval: eval.as_ref(),
         latency_runs: args.latency_runs,
     };

@@ -103,22 +103,30 @@ pub struct Initializer {
     pub data: TensorData,
 }
 
+/// The attributes of a 2-D convolution ([`Op::Conv`], [`Op::QLinearConv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvAttrs {
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Strides (height, width).
+    pub strides: [usize; 2],
+    /// Padding `[top, left, bottom, right]` (ONNX order).
+    pub pads: [usize; 4],
+    /// Dilations (height, width).
+    pub dilations: [usize; 2],
+    /// Number of groups.
+    pub group: usize,
+}
+
 /// The inference ops the exporter emits.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// 2-D convolution, inputs `[x, w, b?]`; `group == channels` is a depthwise conv.
-    Conv {
-        /// Kernel height and width.
-        kernel: [usize; 2],
-        /// Strides (height, width).
-        strides: [usize; 2],
-        /// Padding `[top, left, bottom, right]` (ONNX order).
-        pads: [usize; 4],
-        /// Dilations (height, width).
-        dilations: [usize; 2],
-        /// Number of groups.
-        group: usize,
-    },
+    Conv(ConvAttrs),
+    /// Integer 2-D convolution on quantized tensors, inputs `[x, x_scale, x_zero_point, w,
+    /// w_scale, w_zero_point, y_scale, y_zero_point, b?]`: uint8 `x` and `y`, int8 `w`
+    /// (per-output-channel scales), int32 `b` at scale `x_scale * w_scale`.
+    QLinearConv(ConvAttrs),
     /// `max(x, 0)`.
     Relu,
     /// `1 / (1 + exp(-x))`.
@@ -179,7 +187,8 @@ impl Op {
     /// The ONNX operator type.
     pub fn op_type(&self) -> &'static str {
         match self {
-            Op::Conv { .. } => "Conv",
+            Op::Conv(_) => "Conv",
+            Op::QLinearConv(_) => "QLinearConv",
             Op::Relu => "Relu",
             Op::Sigmoid => "Sigmoid",
             Op::Mul => "Mul",
@@ -200,13 +209,20 @@ impl Op {
 
     fn attributes(&self) -> Vec<pb::AttributeProto> {
         match self {
-            Op::Conv {
+            Op::Conv(ConvAttrs {
                 kernel,
                 strides,
                 pads,
                 dilations,
                 group,
-            } => vec![
+            })
+            | Op::QLinearConv(ConvAttrs {
+                kernel,
+                strides,
+                pads,
+                dilations,
+                group,
+            }) => vec![
                 ints("kernel_shape", kernel),
                 ints("strides", strides),
                 ints("pads", pads),

@@ -8,7 +8,8 @@
 //!    `tract_onnx::pb` and checked by running it in tract ([`runtime::TractModel`]) against
 //!    burn's forward;
 //! 3. a calibration pass runs the fp32 graph in tract over real images with every
-//!    Conv/Gemm input exposed, and [`quant`] rewrites the graph into QDQ form:
+//!    tensor to be quantized exposed, and [`quant`] rewrites the graph into int8
+//!    ([`quant::Int8Form`]: integer QLinearConv by default, or QDQ):
 //!    weights int8 symmetric per output channel, activations uint8 per tensor,
 //!    biases int32. Softmax and the model outputs stay float: a QDQ pair after Softmax made
 //!    tract and onnxruntime disagree by up to 0.96 on `probs` (docs/design.md, "Export").

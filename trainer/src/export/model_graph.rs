@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 
 use super::Error;
 use super::fold::{BatchNormParams, fold_batch_norm};
-use super::graph::{Dim, Graph, Op, TensorData, ValueInfo};
+use super::graph::{ConvAttrs, Dim, Graph, Op, TensorData, ValueInfo};
 use crate::model::{Block, ConvBn, Model, ModelConfig};
 
 /// Name of the graph input.
@@ -213,13 +213,13 @@ fn conv_bn_parts<B: Backend>(
             )));
         }
     };
-    let op = Op::Conv {
+    let op = Op::Conv(ConvAttrs {
         kernel: conv.kernel_size,
         strides: conv.stride,
         pads,
         dilations: conv.dilation,
         group: conv.groups,
-    };
+    });
     let w = g.add_initializer(
         format!("{name}.weight"),
         dims.to_vec(),

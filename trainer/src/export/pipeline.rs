@@ -1,5 +1,6 @@
-//! The whole export: fp32 ONNX, parity check against burn, calibration, int8 QDQ ONNX,
-//! manifests with self-test vectors, and a report (JSON + markdown) in one folder.
+//! The whole export: fp32 ONNX, parity check against burn, calibration, int8 ONNX (integer
+//! QLinearConv or QDQ, [`Int8Form`]), manifests with self-test vectors, and a report (JSON +
+//! markdown) in one folder.
 //!
 //! Files written into the output folder:
 //! * `model_fp32.onnx`, `model_fp32.manifest.json`
@@ -22,14 +23,14 @@ use super::Error;
 use super::calib::{CalibMethod, TensorStats, calibrate};
 use super::graph::Graph;
 use super::model_graph::{INPUT_NAME, LOGITS_NAME, PROBS_NAME, model_graph};
-use super::quant::{ActivationQuant, quantizable_activations, quantize};
+use super::quant::{ActivationQuant, Int8Form};
 use super::runtime::TractModel;
 use crate::eval::{EvalReport, argmax_rows};
 use crate::model::{Model, ModelConfig};
 
 /// The fp32 model file.
 pub const FP32_FILE: &str = "model_fp32.onnx";
-/// The int8 (QDQ) model file.
+/// The int8 model file.
 pub const INT8_FILE: &str = "model_int8.onnx";
 /// The self-test input shared by both manifests.
 pub const SELFTEST_FILE: &str = "selftest_input.bin";
@@ -105,6 +106,8 @@ pub struct ExportRequest<'a> {
     pub calibration_source: Option<PathBuf>,
     /// Calibration method.
     pub calib_choice: CalibChoice,
+    /// The form of the int8 file.
+    pub int8_form: Int8Form,
     /// Evaluation images for the accuracy comparison.
     pub eval: Option<&'a LabeledTensors>,
     /// Batch-1 runs per file for the latency figures (0: no latency measurement).
@@ -203,6 +206,9 @@ pub struct ExportReport {
     pub calib_trials: Vec<CalibTrial>,
     /// The method used for the int8 file.
     pub calib_method: Option<String>,
+    /// The form of the int8 file.
+    #[serde(default)]
+    pub int8_form: Option<Int8Form>,
     /// Per-tensor activation ranges (chosen method).
     pub activations: Vec<ActivationRow>,
     /// Evaluation folder.
@@ -390,6 +396,7 @@ pub fn export_model<B: Backend>(
         calibration: None,
         calib_trials: Vec::new(),
         calib_method: None,
+        int8_form: None,
         activations: Vec::new(),
         eval_source: req.eval.map(|e| e.source.clone()),
         fp32_eval: None,
@@ -412,7 +419,7 @@ pub fn export_model<B: Backend>(
     let mut int8_path = None;
     let mut int8_manifest = None;
     if let Some(calib) = req.calibration {
-        let tensors = quantizable_activations(&graph);
+        let tensors = req.int8_form.calibrated_tensors(&graph);
         let stats = calibrate(&graph, &sample_shape, calib, BATCH, &tensors)?;
         report.calibration = Some((
             req.calibration_source.clone().unwrap_or_default(),
@@ -421,7 +428,7 @@ pub fn export_model<B: Backend>(
         let mut best: Option<(Graph, Vec<u8>, CalibMethod, Option<EvalSummary>)> = None;
         for method in req.calib_choice.candidates() {
             let acts = activation_params(&stats, method);
-            let qgraph = quantize(&graph, &acts)?;
+            let qgraph = req.int8_form.quantize(&graph, &acts)?;
             let bytes = qgraph.to_onnx_bytes()?;
             let eval = match req.eval {
                 Some(eval) => {
@@ -451,6 +458,7 @@ pub fn export_model<B: Backend>(
         }
         let (_, bytes, method, eval) = best.expect("at least one calibration candidate");
         report.calib_method = Some(method.name());
+        report.int8_form = Some(req.int8_form);
         report.int8_eval = eval;
         report.activations = activation_rows(&stats, method);
         let path = req.out_dir.join(INT8_FILE);
@@ -671,9 +679,10 @@ pub fn report_markdown(r: &ExportReport) -> String {
     }
     if let Some((src, n)) = &r.calibration {
         s += &format!(
-            "\n## Calibration\n\n{n} images from {}; method used: {}.\n\n",
+            "\n## Calibration\n\n{n} images from {}; method used: {}; int8 form: {}.\n\n",
             src.display(),
-            r.calib_method.as_deref().unwrap_or("-")
+            r.calib_method.as_deref().unwrap_or("-"),
+            r.int8_form.map_or("-", Int8Form::name)
         );
         s += "| method | int8 accuracy / macro-F1 |\n|---|---|\n";
         for t in &r.calib_trials {

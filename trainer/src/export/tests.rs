@@ -10,16 +10,17 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use burn_flex::Flex;
 use firmware_config::manifest::{ModelManifest, Precision};
+use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::calib::{CalibMethod, calibrate};
-use super::graph::{Dim, Graph, Op, TensorData as Data, ValueInfo};
+use super::graph::{ConvAttrs, Dim, Graph, Op, TensorData as Data, ValueInfo};
 use super::model_graph::model_graph;
 use super::pipeline::{
     CalibChoice, ExportRequest, FP32_FILE, INT8_FILE, LabeledTensors, SELFTEST_FILE,
     activation_params, export_model, manifest_file,
 };
-use super::quant::{quantizable_activations, quantize};
+use super::quant::Int8Form;
 use super::runtime::TractModel;
 use super::{Error, ort};
 use crate::model::{Backbone, Model, ModelConfig};
@@ -201,7 +202,7 @@ fn fp32_export_matches_burn() {
                     graph
                         .nodes
                         .iter()
-                        .any(|n| matches!(n.op, Op::Conv { group, .. } if group > 1))
+                        .any(|n| matches!(n.op, Op::Conv(ConvAttrs { group, .. }) if group > 1))
                 );
             }
             let bytes = graph.to_onnx_bytes().unwrap();
@@ -226,8 +227,8 @@ fn fp32_export_matches_burn() {
     }
 }
 
-/// The int8 file loads in tract, has QDQ around every Conv/Gemm and none after Softmax, and
-/// stays close to fp32 on real faces.
+/// Both int8 forms load in tract and stay close to fp32 on real faces: QDQ around every
+/// Conv/Gemm, or every Conv a QLinearConv; Softmax reads the float logits in both.
 #[test]
 fn int8_export_runs_and_stays_close() {
     let cfg = config(Backbone::Mobile, true);
@@ -236,9 +237,6 @@ fn int8_export_runs_and_stays_close() {
     };
     let m = model(&cfg);
     let graph = model_graph(&m, &cfg).unwrap();
-    let tensors = quantizable_activations(&graph);
-    let stats = calibrate(&graph, &shape(&cfg), &faces.inputs, 16, &tensors).unwrap();
-    assert_eq!(stats.len(), tensors.len());
     let fp32 = TractModel::load(
         &graph.to_onnx_bytes().unwrap(),
         Path::new("fp32"),
@@ -247,47 +245,57 @@ fn int8_export_runs_and_stays_close() {
     )
     .unwrap();
     let reference = fp32.run(&faces.inputs).unwrap();
-    for method in [CalibMethod::MinMax, CalibMethod::Percentile(99.99)] {
-        let q = quantize(&graph, &activation_params(&stats, method)).unwrap();
-        let convs = q
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm))
-            .count();
-        let dq = q
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.op, Op::DequantizeLinear { .. }))
-            .count();
-        assert!(
-            dq >= 2 * convs,
-            "every Conv/Gemm needs dequantized input and weights"
-        );
-        let softmax = q.nodes.iter().find(|n| n.name == "probs").unwrap();
-        assert_eq!(
-            softmax.inputs,
-            vec!["logits".to_string()],
-            "Softmax must read the float logits"
-        );
-        let int8 = TractModel::load(
-            &q.to_onnx_bytes().unwrap(),
-            Path::new("int8"),
-            &shape(&cfg),
-            &[],
-        )
-        .unwrap();
-        let out = int8.run(&faces.inputs).unwrap();
-        let spread = reference[0].1.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        let logit_diff = max_abs_diff(&out[0].1, &reference[0].1);
-        assert!(logit_diff > 0.0, "int8 must actually quantize");
-        assert!(
-            logit_diff < 0.1 * spread.max(1.0),
-            "{method:?}: logits moved by {logit_diff} (spread {spread})"
-        );
-        assert!(
-            max_abs_diff(&out[1].1, &reference[1].1) < 0.1,
-            "{method:?}: probabilities moved too far"
-        );
+    let count = |g: &Graph, f: fn(&Op) -> bool| g.nodes.iter().filter(|n| f(&n.op)).count();
+    let convs = count(&graph, |op| matches!(op, Op::Conv(_)));
+    for form in [Int8Form::Integer, Int8Form::Qdq] {
+        let tensors = form.calibrated_tensors(&graph);
+        let stats = calibrate(&graph, &shape(&cfg), &faces.inputs, 16, &tensors).unwrap();
+        assert_eq!(stats.len(), tensors.len());
+        for method in [CalibMethod::MinMax, CalibMethod::Percentile(99.99)] {
+            let q = form
+                .quantize(&graph, &activation_params(&stats, method))
+                .unwrap();
+            match form {
+                Int8Form::Integer => {
+                    assert_eq!(count(&q, |op| matches!(op, Op::QLinearConv(_))), convs);
+                    assert_eq!(count(&q, |op| matches!(op, Op::Conv(_))), 0);
+                    assert!(
+                        count(&q, |op| *op == Op::Relu) < count(&graph, |op| *op == Op::Relu),
+                        "the ReLUs after convolutions are folded into them"
+                    );
+                }
+                Int8Form::Qdq => assert!(
+                    count(&q, |op| matches!(op, Op::DequantizeLinear { .. }))
+                        >= 2 * count(&q, |op| matches!(op, Op::Conv(_) | Op::Gemm)),
+                    "every Conv/Gemm needs dequantized input and weights"
+                ),
+            }
+            let softmax = q.nodes.iter().find(|n| n.name == "probs").unwrap();
+            assert_eq!(
+                softmax.inputs,
+                vec!["logits".to_string()],
+                "Softmax must read the float logits"
+            );
+            let int8 = TractModel::load(
+                &q.to_onnx_bytes().unwrap(),
+                Path::new("int8"),
+                &shape(&cfg),
+                &[],
+            )
+            .unwrap();
+            let out = int8.run(&faces.inputs).unwrap();
+            let spread = reference[0].1.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let logit_diff = max_abs_diff(&out[0].1, &reference[0].1);
+            assert!(logit_diff > 0.0, "{form:?}: int8 must actually quantize");
+            assert!(
+                logit_diff < 0.1 * spread.max(1.0),
+                "{form:?} {method:?}: logits moved by {logit_diff} (spread {spread})"
+            );
+            assert!(
+                max_abs_diff(&out[1].1, &reference[1].1) < 0.1,
+                "{form:?} {method:?}: probabilities moved too far"
+            );
+        }
     }
 }
 
@@ -301,9 +309,16 @@ fn sha_hex(path: &Path) -> String {
 }
 
 /// A full export writes both files with manifests whose hashes and self-tests hold, and the
-/// report; with python3 + onnxruntime, both files pass onnx.checker and agree with tract.
+/// report; with python3 + onnxruntime, both files pass onnx.checker and agree with tract
+/// (the int8 file within its quantization error), for both int8 forms.
 #[test]
 fn export_writes_files_manifests_and_self_tests() {
+    for form in [Int8Form::Integer, Int8Form::Qdq] {
+        export_and_check(form);
+    }
+}
+
+fn export_and_check(form: Int8Form) {
     let cfg = config(Backbone::Resnet, true);
     let m = model(&cfg);
     let calib = match fer_val(4, &cfg) {
@@ -321,6 +336,7 @@ fn export_writes_files_manifests_and_self_tests() {
         calibration: Some(&calib),
         calibration_source: Some(PathBuf::from("calib")),
         calib_choice: CalibChoice::Percentile,
+        int8_form: form,
         eval: None,
         latency_runs: 3,
     };
@@ -369,6 +385,24 @@ fn export_writes_files_manifests_and_self_tests() {
     )
     .unwrap();
     assert_eq!(report["run_id"], "test-run");
+    assert_eq!(report["int8_form"], form.name());
+    let int8_ops = tract_onnx::pb::ModelProto::decode(
+        std::fs::read(dir.path().join(INT8_FILE))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap()
+    .graph
+    .unwrap()
+    .node
+    .iter()
+    .map(|n| n.op_type.clone())
+    .collect::<Vec<_>>();
+    assert_eq!(
+        int8_ops.contains(&"QLinearConv".to_string()),
+        form == Int8Form::Integer,
+        "{form:?}: {int8_ops:?}"
+    );
 
     match ort::available() {
         Err(why) => eprintln!("skipping the onnxruntime cross-check: {why}"),
@@ -406,8 +440,8 @@ fn export_writes_files_manifests_and_self_tests() {
                 models,
             };
             let (ok, summary) = ort::check(&spec, &dir.path().join("ort_check.json")).unwrap();
-            eprintln!("onnxruntime check: {summary}");
-            assert!(ok, "onnxruntime disagrees with tract: {summary}");
+            eprintln!("onnxruntime check ({form:?}): {summary}");
+            assert!(ok, "{form:?}: onnxruntime disagrees with tract: {summary}");
         }
     }
 }
@@ -426,6 +460,7 @@ fn bad_requests_name_the_problem() {
         calibration: None,
         calibration_source: None,
         calib_choice: CalibChoice::MinMax,
+        int8_form: Int8Form::default(),
         eval: None,
         latency_runs: 0,
     };
@@ -516,6 +551,7 @@ fn trained_model_int8_accuracy_within_one_point_and_cli_errors() {
         calibration: Some(train_dir.clone()),
         calib_images: 128,
         calib_method: CalibArg::Auto,
+        int8_form: Int8Form::Integer,
         eval: Some(val_dir.clone()),
         latency_runs: 0,
         // The EMA teacher barely moves in a short run; the student is the trained network.
